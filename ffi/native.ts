@@ -1,0 +1,152 @@
+/**
+ * Loads qbun's C helper (`qbun.c`) once per process with bun:ffi's `cc`
+ * (TinyCC) and exposes its typed symbols.
+ *
+ * Two ways to build it:
+ * - from source, next to this file (needs libc6-dev: headers and the
+ *   `libc.so` link script);
+ * - header-free, from a preprocessed copy embedded in a `bun build
+ *   --compile` executable (see {@link useEmbeddedHelper}): the text goes to a
+ *   memfd (TinyCC cannot read Bun's embedded files, oven-sh/bun#24752) and is
+ *   linked straight against the `libc.so.6` this process already runs on.
+ * @module
+ */
+import { cc, dlopen, type FFIFunction } from "bun:ffi";
+import { closeSync, existsSync, readFileSync, writeSync } from "node:fs";
+import { join } from "node:path";
+
+const symbols = {
+  qbn_strerror: { args: ["int", "ptr", "int"], returns: "int" },
+  qbn_close: { args: ["int"], returns: "int" },
+  qbn_dup: { args: ["int"], returns: "int" },
+  qbn_fcntl: { args: ["int", "int", "int"], returns: "int" },
+  qbn_set_nonblocking: { args: ["int", "int"], returns: "int" },
+  qbn_open: { args: ["cstring", "int", "int"], returns: "int" },
+  qbn_unlink: { args: ["cstring"], returns: "int" },
+  qbn_ftruncate: { args: ["int", "i64"], returns: "int" },
+  qbn_fstat: { args: ["int", "ptr"], returns: "int" },
+  qbn_lstat: { args: ["cstring", "ptr"], returns: "int" },
+  qbn_chmod: { args: ["cstring", "int"], returns: "int" },
+  qbn_reopen: { args: ["int", "int"], returns: "int" },
+  qbn_memfd_create: { args: ["cstring", "int"], returns: "int" },
+  qbn_shm_open: { args: ["cstring", "int", "int"], returns: "int" },
+  qbn_shm_unlink: { args: ["cstring"], returns: "int" },
+  qbn_tmpfile: { args: ["cstring", "ptr", "int"], returns: "int" },
+  qbn_mmap: { args: ["i64", "int", "int", "int", "i64", "ptr"], returns: "ptr" },
+  qbn_mmap_circular: { args: ["int", "i64", "int", "ptr"], returns: "ptr" },
+  qbn_munmap: { args: ["ptr", "i64"], returns: "int" },
+  qbn_unmap_deallocator: { args: ["ptr", "ptr"], returns: "void" },
+  qbn_socket: { args: ["int"], returns: "int" },
+  qbn_socketpair: { args: ["int", "ptr"], returns: "int" },
+  qbn_bind: { args: ["int", "ptr", "int"], returns: "int" },
+  qbn_listen: { args: ["int", "int"], returns: "int" },
+  qbn_connect: { args: ["int", "ptr", "int"], returns: "int" },
+  qbn_accept: { args: ["int", "ptr", "ptr"], returns: "int" },
+  qbn_getsockname: { args: ["int", "ptr", "ptr"], returns: "int" },
+  qbn_getpeername: { args: ["int", "ptr", "ptr"], returns: "int" },
+  qbn_setsockopt_int: { args: ["int", "int", "int", "int"], returns: "int" },
+  qbn_getsockopt_int: { args: ["int", "int", "int"], returns: "int" },
+  qbn_peercred: { args: ["int", "ptr"], returns: "int" },
+  qbn_shutdown: { args: ["int", "int"], returns: "int" },
+  qbn_send: { args: ["int", "ptr", "i64", "int"], returns: "int" },
+  qbn_recv: { args: ["int", "ptr", "i64", "int"], returns: "int" },
+  qbn_sendmsg: {
+    args: ["int", "ptr", "i64", "ptr", "int", "ptr", "int", "ptr", "int"],
+    returns: "int",
+  },
+  qbn_recvmsg: { args: ["int", "ptr", "i64", "ptr", "ptr", "ptr", "int", "int"], returns: "int" },
+  qbn_sem_init: { args: ["ptr", "int", "int"], returns: "int" },
+  qbn_sem_destroy: { args: ["ptr"], returns: "int" },
+  qbn_sem_post: { args: ["ptr"], returns: "int" },
+  qbn_sem_trywait: { args: ["ptr"], returns: "int" },
+  qbn_sem_getvalue: { args: ["ptr"], returns: "int" },
+  qbn_sem_timedwait: { args: ["ptr", "i64"], returns: "int" },
+  qbn_sizeof_sem: { args: [], returns: "int" },
+  qbn_reactor_create: { args: ["int", "ptr"], returns: "ptr" },
+  qbn_reactor_arm: { args: ["ptr", "int", "int", "int"], returns: "int" },
+  qbn_reactor_forget: { args: ["ptr", "int"], returns: "int" },
+  qbn_reactor_drain: { args: ["ptr", "ptr", "int"], returns: "int" },
+  qbn_reactor_destroy: { args: ["ptr"], returns: "void" },
+  qbn_semwait_start: { args: ["ptr", "ptr", "i64", "int", "ptr"], returns: "ptr" },
+  qbn_semwait_cancel: { args: ["ptr"], returns: "int" },
+  qbn_semwait_join: { args: ["ptr"], returns: "void" },
+} as const satisfies Record<string, FFIFunction>;
+
+/** The helper's symbols, typed from the table above. */
+export type Native = ReturnType<typeof cc<typeof symbols>>["symbols"];
+
+/** A NUL-terminated UTF-8 copy of `s`, for `cstring` arguments. */
+export function cstr(s: string): Buffer {
+  return Buffer.from(`${s}\0`, "utf8");
+}
+
+/** How the loaded helper was built: from `qbun.c`, or header-free. */
+export type HelperBuild = "source" | "embedded";
+
+let native: Native | undefined;
+let build: HelperBuild | undefined;
+let embeddedSource: string | undefined;
+
+/**
+ * Register the preprocessed helper text embedded in a compiled executable.
+ * Must be called before the first native call; later calls are ignored.
+ */
+export function useEmbeddedHelper(preprocessedSource: string): void {
+  embeddedSource ??= preprocessedSource;
+}
+
+/** Which build the process is using (`undefined` until first use). */
+export function helperBuild(): HelperBuild | undefined {
+  return build;
+}
+
+/** The helper's symbols; compiles the helper on first call. */
+export function loadNative(): Native {
+  if (native) return native;
+  if (process.platform !== "linux") {
+    throw new Error(`qbun needs Linux (AF_UNIX, memfd, epoll); this is ${process.platform}`);
+  }
+  const sourcePath = join(import.meta.dir, "qbun.c");
+  if (embeddedSource === undefined && existsSync(sourcePath)) {
+    native = cc({ source: sourcePath, flags: ["-w"], symbols }).symbols;
+    build = "source";
+  } else if (embeddedSource !== undefined) {
+    native = compileHeaderFree(embeddedSource);
+    build = "embedded";
+  } else {
+    throw new Error(
+      "qbun: the C helper is missing: neither ffi/qbun.c nor an embedded copy was found",
+    );
+  }
+  return native;
+}
+
+/** The path of the glibc this process runs on, read from its own maps. */
+function runningLibc(): string {
+  const maps = readFileSync("/proc/self/maps", "utf8");
+  const match = /\s(\/\S*\/libc\.so\.6)$/m.exec(maps);
+  if (!match) throw new Error("qbun: this process does not run on glibc (libc.so.6 not mapped)");
+  return match[1]!;
+}
+
+function compileHeaderFree(text: string): Native {
+  const libcPath = runningLibc();
+  // memfd_create straight from libc: the helper that wraps it is what we are building.
+  const libc = dlopen(libcPath, {
+    memfd_create: { args: ["cstring", "uint32_t"], returns: "int" },
+  });
+  const MFD_CLOEXEC = 1;
+  const fd = libc.symbols.memfd_create(Buffer.from("qbun-helper.c\0"), MFD_CLOEXEC);
+  libc.close();
+  if (fd < 0) throw new Error("qbun: memfd_create failed while loading the embedded helper");
+  try {
+    writeSync(fd, text);
+    return cc({
+      source: [`/proc/self/fd/${fd}`, libcPath] as unknown as string,
+      flags: ["-nostdlib", "-w"],
+      symbols,
+    }).symbols;
+  } finally {
+    closeSync(fd);
+  }
+}

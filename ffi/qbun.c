@@ -1,0 +1,585 @@
+/*
+ * qbun's native helper: the few Linux syscalls Bun does not expose, compiled
+ * at run time by TinyCC (bun:ffi `cc`). Conventions:
+ *   - every function returning int gives >= 0 on success, -errno on failure;
+ *   - functions returning a pointer take an `int32_t *err` out-parameter;
+ *   - no C11 atomics and no __sync builtins (TinyCC has neither): shared
+ *     state between threads is guarded by pthread mutexes.
+ * Keep this file free of anything TinyCC rejects: it is also preprocessed at
+ * build time (scripts/build-binary.ts) for machines without libc headers.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NEG_ERRNO (-errno)
+
+/* ------------------------------------------------------------------ errors */
+
+int qbn_strerror(int err, char *buf, int len) {
+  const char *s = strerror(err);
+  int n = (int)strlen(s);
+  if (n >= len) n = len - 1;
+  memcpy(buf, s, n);
+  buf[n] = 0;
+  return n;
+}
+
+/* ------------------------------------------------------------------ files */
+
+int qbn_close(int fd) { return close(fd) < 0 ? NEG_ERRNO : 0; }
+
+int qbn_dup(int fd) {
+  int r = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  return r < 0 ? NEG_ERRNO : r;
+}
+
+int qbn_fcntl(int fd, int cmd, int arg) {
+  int r = fcntl(fd, cmd, arg);
+  return r < 0 ? NEG_ERRNO : r;
+}
+
+int qbn_set_nonblocking(int fd, int on) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0) return NEG_ERRNO;
+  fl = on ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK);
+  return fcntl(fd, F_SETFL, fl) < 0 ? NEG_ERRNO : 0;
+}
+
+int qbn_open(const char *path, int flags, int mode) {
+  int r = open(path, flags | O_CLOEXEC, mode);
+  return r < 0 ? NEG_ERRNO : r;
+}
+
+int qbn_unlink(const char *path) { return unlink(path) < 0 ? NEG_ERRNO : 0; }
+
+int qbn_ftruncate(int fd, int64_t size) { return ftruncate(fd, (off_t)size) < 0 ? NEG_ERRNO : 0; }
+
+/* out: [size, mode, uid, gid, type bits] ; returns 0 or -errno */
+int qbn_fstat(int fd, int64_t *out) {
+  struct stat st;
+  if (fstat(fd, &st) < 0) return NEG_ERRNO;
+  out[0] = st.st_size; out[1] = st.st_mode; out[2] = st.st_uid; out[3] = st.st_gid;
+  out[4] = st.st_ino; out[5] = st.st_dev;
+  return 0;
+}
+
+/* lstat by path; same layout as qbn_fstat */
+int qbn_lstat(const char *path, int64_t *out) {
+  struct stat st;
+  if (lstat(path, &st) < 0) return NEG_ERRNO;
+  out[0] = st.st_size; out[1] = st.st_mode; out[2] = st.st_uid; out[3] = st.st_gid;
+  out[4] = st.st_ino; out[5] = st.st_dev;
+  return 0;
+}
+
+int qbn_chmod(const char *path, int mode) { return chmod(path, mode) < 0 ? NEG_ERRNO : 0; }
+
+/* Re-open an fd through /proc with new access flags: a read-only reopen of a
+ * read-write shared-memory fd is a new open file description, so a peer that
+ * receives it cannot mmap it writable. */
+int qbn_reopen(int fd, int flags) {
+  char path[40];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  int r = open(path, flags | O_CLOEXEC);
+  return r < 0 ? NEG_ERRNO : r;
+}
+
+int qbn_memfd_create(const char *name, int flags) {
+  int r = memfd_create(name, flags | MFD_CLOEXEC);
+  return r < 0 ? NEG_ERRNO : r;
+}
+
+int qbn_shm_open(const char *name, int oflag, int mode) {
+  int r = shm_open(name, oflag | O_CLOEXEC, mode);
+  return r < 0 ? NEG_ERRNO : r;
+}
+
+int qbn_shm_unlink(const char *name) { return shm_unlink(name) < 0 ? NEG_ERRNO : 0; }
+
+/* An unnamed temporary file in `dir`: O_TMPFILE where the filesystem has it,
+ * otherwise mkstemp + unlink. Nothing is left in the directory either way. */
+int qbn_tmpfile(const char *dir, char *scratch, int scratch_len) {
+  int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd >= 0) return fd;
+  int n = (int)strlen(dir);
+  if (n + 16 > scratch_len) return -ENAMETOOLONG;
+  memcpy(scratch, dir, n);
+  memcpy(scratch + n, "/qbun-XXXXXX", 13);
+  fd = mkostemp(scratch, O_CLOEXEC);
+  if (fd < 0) return NEG_ERRNO;
+  unlink(scratch);
+  return fd;
+}
+
+/* ---------------------------------------------------------------- mapping */
+
+void *qbn_mmap(int64_t len, int prot, int flags, int fd, int64_t off, int32_t *err) {
+  void *p = mmap(NULL, (size_t)len, prot, flags, fd, (off_t)off);
+  if (p == MAP_FAILED) { *err = NEG_ERRNO; return NULL; }
+  *err = 0;
+  return p;
+}
+
+/* Map `fd` twice back to back so that a record crossing the end of the ring
+ * is contiguous in memory: reserve 2*len, then place both halves. */
+void *qbn_mmap_circular(int fd, int64_t len, int prot, int32_t *err) {
+  char *base = mmap(NULL, (size_t)len * 2, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (base == MAP_FAILED) { *err = NEG_ERRNO; return NULL; }
+  void *a = mmap(base, (size_t)len, prot, MAP_SHARED | MAP_FIXED, fd, 0);
+  void *b = a == MAP_FAILED ? MAP_FAILED : mmap(base + len, (size_t)len, prot, MAP_SHARED | MAP_FIXED, fd, 0);
+  if (a == MAP_FAILED || b == MAP_FAILED) {
+    *err = NEG_ERRNO;
+    munmap(base, (size_t)len * 2);
+    return NULL;
+  }
+  *err = 0;
+  return base;
+}
+
+int qbn_munmap(void *p, int64_t len) { return munmap(p, (size_t)len) < 0 ? NEG_ERRNO : 0; }
+
+/* ArrayBuffer deallocator (bun:ffi toArrayBuffer's 5-argument form): runs when
+ * the buffer is detached or collected, so memory is unmapped only once no JS
+ * view can reach it. `ctx` carries the mapping length. */
+void qbn_unmap_deallocator(void *bytes, void *ctx) { munmap(bytes, (size_t)(intptr_t)ctx); }
+
+/* --------------------------------------------------------------- sockets */
+
+int qbn_socket(int type) {
+  int r = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  return r < 0 ? NEG_ERRNO : r;
+}
+
+int qbn_socketpair(int type, int32_t *out) {
+  int sv[2];
+  if (socketpair(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) return NEG_ERRNO;
+  out[0] = sv[0]; out[1] = sv[1];
+  return 0;
+}
+
+int qbn_bind(int fd, const void *addr, int len) {
+  return bind(fd, (const struct sockaddr *)addr, (socklen_t)len) < 0 ? NEG_ERRNO : 0;
+}
+
+int qbn_listen(int fd, int backlog) { return listen(fd, backlog) < 0 ? NEG_ERRNO : 0; }
+
+int qbn_connect(int fd, const void *addr, int len) {
+  return connect(fd, (const struct sockaddr *)addr, (socklen_t)len) < 0 ? NEG_ERRNO : 0;
+}
+
+/* addr: 110-byte buffer; meta[0] in/out = address length */
+int qbn_accept(int fd, void *addr, int32_t *meta) {
+  socklen_t len = (socklen_t)meta[0];
+  int r = accept4(fd, (struct sockaddr *)addr, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (r < 0) return NEG_ERRNO;
+  meta[0] = (int32_t)len;
+  return r;
+}
+
+int qbn_getsockname(int fd, void *addr, int32_t *meta) {
+  socklen_t len = (socklen_t)meta[0];
+  if (getsockname(fd, (struct sockaddr *)addr, &len) < 0) return NEG_ERRNO;
+  meta[0] = (int32_t)len;
+  return 0;
+}
+
+int qbn_getpeername(int fd, void *addr, int32_t *meta) {
+  socklen_t len = (socklen_t)meta[0];
+  if (getpeername(fd, (struct sockaddr *)addr, &len) < 0) return NEG_ERRNO;
+  meta[0] = (int32_t)len;
+  return 0;
+}
+
+int qbn_setsockopt_int(int fd, int level, int opt, int value) {
+  return setsockopt(fd, level, opt, &value, sizeof value) < 0 ? NEG_ERRNO : 0;
+}
+
+int qbn_getsockopt_int(int fd, int level, int opt) {
+  int value = 0;
+  socklen_t len = sizeof value;
+  if (getsockopt(fd, level, opt, &value, &len) < 0) return NEG_ERRNO;
+  return value;
+}
+
+/* out: [pid, uid, gid] */
+int qbn_peercred(int fd, int32_t *out) {
+  struct ucred c;
+  socklen_t len = sizeof c;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c, &len) < 0) return NEG_ERRNO;
+  out[0] = c.pid; out[1] = (int32_t)c.uid; out[2] = (int32_t)c.gid;
+  return 0;
+}
+
+int qbn_shutdown(int fd, int how) { return shutdown(fd, how) < 0 ? NEG_ERRNO : 0; }
+
+int qbn_send(int fd, const void *data, int64_t len, int flags) {
+  ssize_t r = send(fd, data, (size_t)len, flags | MSG_NOSIGNAL);
+  return r < 0 ? NEG_ERRNO : (int)r;
+}
+
+int qbn_recv(int fd, void *data, int64_t len, int flags) {
+  ssize_t r = recv(fd, data, (size_t)len, flags);
+  return r < 0 ? NEG_ERRNO : (int)r;
+}
+
+/*
+ * sendmsg with optional destination, SCM_RIGHTS fds and SCM_CREDENTIALS.
+ * cred: NULL, or [pid, uid, gid] to send explicitly (the kernel checks them).
+ */
+int qbn_sendmsg(int fd, const void *data, int64_t len, const void *addr, int addrlen,
+                const int32_t *fds, int nfds, const int32_t *cred, int flags) {
+  struct iovec iov;
+  struct msghdr msg;
+  size_t space = 0;
+  memset(&msg, 0, sizeof msg);
+  iov.iov_base = (void *)data;
+  iov.iov_len = (size_t)len;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (addr && addrlen > 0) { msg.msg_name = (void *)addr; msg.msg_namelen = (socklen_t)addrlen; }
+  if (nfds > 0) space += CMSG_SPACE(sizeof(int) * (size_t)nfds);
+  if (cred) space += CMSG_SPACE(sizeof(struct ucred));
+  char stackbuf[256];
+  char *ctrl = NULL;
+  if (space > 0) {
+    ctrl = space <= sizeof stackbuf ? stackbuf : malloc(space);
+    if (!ctrl) return -ENOMEM;
+    memset(ctrl, 0, space);
+    msg.msg_control = ctrl;
+    msg.msg_controllen = space;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (nfds > 0) {
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+      memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+      c = CMSG_NXTHDR(&msg, c);
+    }
+    if (cred) {
+      struct ucred u;
+      u.pid = cred[0]; u.uid = (uid_t)cred[1]; u.gid = (gid_t)cred[2];
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_CREDENTIALS;
+      c->cmsg_len = CMSG_LEN(sizeof u);
+      memcpy(CMSG_DATA(c), &u, sizeof u);
+    }
+  }
+  ssize_t r = sendmsg(fd, &msg, flags | MSG_NOSIGNAL);
+  int e = errno;
+  if (ctrl && ctrl != stackbuf) free(ctrl);
+  return r < 0 ? -e : (int)r;
+}
+
+/*
+ * recvmsg collecting SCM_RIGHTS fds (received close-on-exec) and
+ * SCM_CREDENTIALS. meta layout (int32):
+ *   [0] in: address buffer size; out: address length
+ *   [1] out: msg_flags (MSG_TRUNC, MSG_CTRUNC, ...)
+ *   [2] out: number of fds written to fds_out
+ *   [3] out: 1 if credentials arrived, then [4] pid, [5] uid, [6] gid
+ * Every fd that arrives is returned, even when more arrived than max_fds
+ * (the kernel truncates then, which msg_flags reports): the caller owns them.
+ */
+int qbn_recvmsg(int fd, void *data, int64_t len, void *addr, int32_t *meta,
+                int32_t *fds_out, int max_fds, int flags) {
+  struct iovec iov;
+  struct msghdr msg;
+  size_t space = CMSG_SPACE(sizeof(int) * (size_t)(max_fds > 0 ? max_fds : 0)) + CMSG_SPACE(sizeof(struct ucred));
+  char stackbuf[512];
+  char *ctrl = space <= sizeof stackbuf ? stackbuf : malloc(space);
+  if (!ctrl) return -ENOMEM;
+  memset(&msg, 0, sizeof msg);
+  iov.iov_base = data;
+  iov.iov_len = (size_t)len;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (addr && meta[0] > 0) { msg.msg_name = addr; msg.msg_namelen = (socklen_t)meta[0]; }
+  msg.msg_control = ctrl;
+  msg.msg_controllen = space;
+  ssize_t r = recvmsg(fd, &msg, flags | MSG_CMSG_CLOEXEC);
+  if (r < 0) {
+    int e = errno;
+    if (ctrl != stackbuf) free(ctrl);
+    return -e;
+  }
+  meta[0] = addr ? (int32_t)msg.msg_namelen : 0;
+  meta[1] = msg.msg_flags;
+  meta[2] = 0;
+  meta[3] = 0;
+  int nout = 0;
+  struct cmsghdr *c;
+  for (c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET) continue;
+    if (c->cmsg_type == SCM_RIGHTS) {
+      int n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+      int *p = (int *)CMSG_DATA(c);
+      int i;
+      for (i = 0; i < n; i++) {
+        int v;
+        memcpy(&v, p + i, sizeof v);
+        if (nout < max_fds) fds_out[nout++] = v;
+        else close(v); /* cannot happen: the buffer holds max_fds; defensive */
+      }
+    } else if (c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+      struct ucred u;
+      memcpy(&u, CMSG_DATA(c), sizeof u);
+      meta[3] = 1; meta[4] = u.pid; meta[5] = (int32_t)u.uid; meta[6] = (int32_t)u.gid;
+    }
+  }
+  meta[2] = nout;
+  if (ctrl != stackbuf) free(ctrl);
+  return (int)r;
+}
+
+/* ------------------------------------------------------------ semaphores */
+
+int qbn_sem_init(void *sem, int pshared, int value) { return sem_init((sem_t *)sem, pshared, (unsigned)value) < 0 ? NEG_ERRNO : 0; }
+int qbn_sem_destroy(void *sem) { return sem_destroy((sem_t *)sem) < 0 ? NEG_ERRNO : 0; }
+int qbn_sem_post(void *sem) { return sem_post((sem_t *)sem) < 0 ? NEG_ERRNO : 0; }
+int qbn_sem_trywait(void *sem) { return sem_trywait((sem_t *)sem) < 0 ? NEG_ERRNO : 0; }
+int qbn_sem_getvalue(void *sem) {
+  int v = 0;
+  if (sem_getvalue((sem_t *)sem, &v) < 0) return NEG_ERRNO;
+  return v;
+}
+int qbn_sizeof_sem(void) { return (int)sizeof(sem_t); }
+
+static void deadline_after(struct timespec *ts, int64_t ms) {
+  clock_gettime(CLOCK_MONOTONIC, ts);
+  ts->tv_sec += ms / 1000;
+  ts->tv_nsec += (ms % 1000) * 1000000;
+  if (ts->tv_nsec >= 1000000000) { ts->tv_sec++; ts->tv_nsec -= 1000000000; }
+}
+
+/* Blocking wait with a timeout (ms < 0: forever). Retries EINTR. */
+static int sem_wait_ms(sem_t *sem, int64_t ms) {
+  int r;
+  if (ms < 0) {
+    do r = sem_wait(sem); while (r < 0 && errno == EINTR);
+  } else {
+    struct timespec ts;
+    deadline_after(&ts, ms);
+    do r = sem_clockwait(sem, CLOCK_MONOTONIC, &ts); while (r < 0 && errno == EINTR);
+  }
+  return r < 0 ? NEG_ERRNO : 0;
+}
+
+int qbn_sem_timedwait(void *sem, int64_t ms) { return sem_wait_ms((sem_t *)sem, ms); }
+
+/* ---------------------------------------------------------------- reactor */
+/*
+ * Readiness for Bun's event loop without polling. One thread blocks in
+ * epoll_wait on the fds JS is waiting for (EPOLLONESHOT: one report per arm).
+ * Reports, and results of semaphore waits done on their own threads, go into
+ * a queue; when the queue turns non-empty one byte is written to a doorbell
+ * socket that Bun itself watches (Bun.connect({ fd })), and JS drains the
+ * queue in its data callback.
+ */
+typedef struct qbn_reactor {
+  int epfd;
+  int doorbell;       /* our end of the socketpair; Bun owns the other */
+  int stop_pipe[2];   /* written once to stop the epoll thread */
+  pthread_t thread;
+  pthread_mutex_t lock;
+  uint32_t *queue;    /* pairs (token, value) */
+  int qlen, qcap;     /* in pairs */
+  int rung;           /* doorbell written since last drain */
+} qbn_reactor;
+
+static int reactor_push_locked(qbn_reactor *r, uint32_t token, uint32_t value) {
+  if (r->qlen == r->qcap) {
+    int ncap = r->qcap ? r->qcap * 2 : 256;
+    uint32_t *nq = realloc(r->queue, sizeof(uint32_t) * 2 * (size_t)ncap);
+    if (!nq) return -ENOMEM;
+    r->queue = nq;
+    r->qcap = ncap;
+  }
+  r->queue[r->qlen * 2] = token;
+  r->queue[r->qlen * 2 + 1] = value;
+  r->qlen++;
+  if (!r->rung) {
+    char one = 1;
+    r->rung = 1;
+    while (send(r->doorbell, &one, 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno == EINTR) {}
+  }
+  return 0;
+}
+
+static void reactor_push(qbn_reactor *r, uint32_t token, uint32_t value) {
+  pthread_mutex_lock(&r->lock);
+  reactor_push_locked(r, token, value);
+  pthread_mutex_unlock(&r->lock);
+}
+
+static void *reactor_main(void *arg) {
+  qbn_reactor *r = arg;
+  struct epoll_event evs[64];
+  for (;;) {
+    int n = epoll_wait(r->epfd, evs, 64, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    int stop = 0, i;
+    pthread_mutex_lock(&r->lock);
+    for (i = 0; i < n; i++) {
+      uint64_t token = evs[i].data.u64;
+      if (token == UINT64_MAX) { stop = 1; continue; }
+      reactor_push_locked(r, (uint32_t)token, evs[i].events);
+    }
+    pthread_mutex_unlock(&r->lock);
+    if (stop) break;
+  }
+  return NULL;
+}
+
+void *qbn_reactor_create(int doorbell, int32_t *err) {
+  qbn_reactor *r = calloc(1, sizeof *r);
+  if (!r) { *err = -ENOMEM; return NULL; }
+  r->doorbell = doorbell;
+  r->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (r->epfd < 0) { *err = NEG_ERRNO; free(r); return NULL; }
+  if (pipe2(r->stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0) { *err = NEG_ERRNO; close(r->epfd); free(r); return NULL; }
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.events = EPOLLIN;
+  ev.data.u64 = UINT64_MAX;
+  epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->stop_pipe[0], &ev);
+  pthread_mutex_init(&r->lock, NULL);
+  int e = pthread_create(&r->thread, NULL, reactor_main, r);
+  if (e) {
+    *err = -e;
+    close(r->epfd); close(r->stop_pipe[0]); close(r->stop_pipe[1]);
+    free(r);
+    return NULL;
+  }
+  *err = 0;
+  return r;
+}
+
+/* Ask for one report when fd has any of `events` (EPOLLIN/EPOLLOUT...). */
+int qbn_reactor_arm(qbn_reactor *r, int fd, int events, int token) {
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.events = (uint32_t)events | EPOLLONESHOT;
+  ev.data.u64 = (uint32_t)token;
+  if (epoll_ctl(r->epfd, EPOLL_CTL_MOD, fd, &ev) == 0) return 0;
+  if (errno != ENOENT) return NEG_ERRNO;
+  return epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? NEG_ERRNO : 0;
+}
+
+/* Forget fd (call before closing it). ENOENT is not an error. */
+int qbn_reactor_forget(qbn_reactor *r, int fd) {
+  if (epoll_ctl(r->epfd, EPOLL_CTL_DEL, fd, NULL) < 0 && errno != ENOENT) return NEG_ERRNO;
+  return 0;
+}
+
+/* Copy up to cap (token, value) pairs into out; returns the count. */
+int qbn_reactor_drain(qbn_reactor *r, uint32_t *out, int cap) {
+  pthread_mutex_lock(&r->lock);
+  int n = r->qlen < cap ? r->qlen : cap;
+  memcpy(out, r->queue, sizeof(uint32_t) * 2 * (size_t)n);
+  if (n < r->qlen) memmove(r->queue, r->queue + 2 * n, sizeof(uint32_t) * 2 * (size_t)(r->qlen - n));
+  r->qlen -= n;
+  if (r->qlen == 0) r->rung = 0;
+  pthread_mutex_unlock(&r->lock);
+  return n;
+}
+
+void qbn_reactor_destroy(qbn_reactor *r) {
+  char one = 1;
+  while (write(r->stop_pipe[1], &one, 1) < 0 && errno == EINTR) {}
+  pthread_join(r->thread, NULL);
+  close(r->epfd);
+  close(r->stop_pipe[0]);
+  close(r->stop_pipe[1]);
+  pthread_mutex_destroy(&r->lock);
+  free(r->queue);
+  free(r);
+}
+
+/* ------------------------------------------------- async semaphore waits */
+/*
+ * One thread per pending wait. Cancel is race-free without thread
+ * cancellation: under the lock, a still-waiting waiter is marked cancelled
+ * and the semaphore is posted once; the waiter then consumes exactly one
+ * count (ours, or a real one whose twin ours now stands for), so the count
+ * is unchanged. The result is reported to the reactor with the token:
+ * 0 acquired, -ETIMEDOUT, -ECANCELED, or another -errno.
+ */
+enum { W_WAITING = 0, W_DONE = 1, W_CANCELLED = 2 };
+
+typedef struct qbn_semwait {
+  qbn_reactor *reactor;
+  sem_t *sem;
+  int64_t timeout_ms;
+  uint32_t token;
+  int state;
+  pthread_mutex_t lock;
+  pthread_t thread;
+} qbn_semwait;
+
+static void *semwait_main(void *arg) {
+  qbn_semwait *w = arg;
+  int r = sem_wait_ms(w->sem, w->timeout_ms);
+  pthread_mutex_lock(&w->lock);
+  if (w->state == W_CANCELLED) {
+    /* Acquired: we consumed one count and cancel posted one, net zero.
+     * Timed out or failed before the cancel's post: take that post back. */
+    if (r < 0) sem_trywait(w->sem);
+    r = -ECANCELED;
+  } else {
+    w->state = W_DONE;
+  }
+  pthread_mutex_unlock(&w->lock);
+  reactor_push(w->reactor, w->token, (uint32_t)r);
+  return NULL;
+}
+
+void *qbn_semwait_start(qbn_reactor *reactor, void *sem, int64_t timeout_ms, int token, int32_t *err) {
+  qbn_semwait *w = calloc(1, sizeof *w);
+  if (!w) { *err = -ENOMEM; return NULL; }
+  w->reactor = reactor;
+  w->sem = sem;
+  w->timeout_ms = timeout_ms;
+  w->token = (uint32_t)token;
+  pthread_mutex_init(&w->lock, NULL);
+  int e = pthread_create(&w->thread, NULL, semwait_main, w);
+  if (e) { pthread_mutex_destroy(&w->lock); free(w); *err = -e; return NULL; }
+  *err = 0;
+  return w;
+}
+
+/* Returns 1 if the wait was cancelled, 0 if it had already finished. */
+int qbn_semwait_cancel(qbn_semwait *w) {
+  int cancelled = 0;
+  pthread_mutex_lock(&w->lock);
+  if (w->state == W_WAITING) {
+    w->state = W_CANCELLED;
+    sem_post(w->sem);
+    cancelled = 1;
+  }
+  pthread_mutex_unlock(&w->lock);
+  return cancelled;
+}
+
+/* Join the thread (it has finished or been cancelled) and free the waiter. */
+void qbn_semwait_join(qbn_semwait *w) {
+  pthread_join(w->thread, NULL);
+  pthread_mutex_destroy(&w->lock);
+  free(w);
+}

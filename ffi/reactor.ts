@@ -1,0 +1,294 @@
+/**
+ * Event-driven readiness for Bun: "tell me when this fd is readable/writable"
+ * and "tell me when this semaphore is posted", without polling.
+ *
+ * The C side (qbun.c, "reactor") blocks one thread in `epoll_wait` and runs
+ * semaphore waits on threads of their own; results are queued in C and a
+ * doorbell byte is written to a socketpair whose other end Bun watches with
+ * `Bun.connect({ fd })`. The doorbell's data callback drains the queue and
+ * settles the waiting promises. While nothing is waited on, the doorbell is
+ * unref'd, so qbun never keeps a process alive by itself.
+ * @module
+ */
+import type { Pointer } from "bun:ffi";
+import type { Socket } from "bun";
+import { check, ClosedError, QbunSystemError } from "./errors.ts";
+import { loadNative, type Native } from "./native.ts";
+
+/** epoll event bits as reported to waiters. */
+export const Events = {
+  IN: 0x001,
+  OUT: 0x004,
+  ERR: 0x008,
+  HUP: 0x010,
+  RDHUP: 0x2000,
+} as const;
+
+interface Waiter {
+  resolve(events: number): void;
+  reject(error: unknown): void;
+  interest: number;
+  cleanup?: () => void;
+}
+
+const DRAIN_PAIRS = 256;
+
+/**
+ * One per process. Owns the epoll thread and the doorbell. Use
+ * {@link Reactor.get} to obtain it.
+ */
+export class Reactor {
+  static #instance: Reactor | undefined;
+  static #starting: Promise<Reactor> | undefined;
+
+  readonly #native: Native;
+  readonly #ptr: Pointer;
+  readonly #bell: Socket<unknown>;
+  readonly #drainBuf = new Uint32Array(DRAIN_PAIRS * 2);
+  readonly #byToken = new Map<number, (value: number) => void>();
+  #nextToken = 1;
+  #refs = 0;
+
+  private constructor(native: Native, ptr: Pointer, bell: Socket<unknown>) {
+    this.#native = native;
+    this.#ptr = ptr;
+    this.#bell = bell;
+    bell.unref();
+  }
+
+  /** The process's reactor, started on first use. */
+  static get(): Reactor | Promise<Reactor> {
+    return Reactor.#instance ?? (Reactor.#starting ??= Reactor.#start());
+  }
+
+  static async #start(): Promise<Reactor> {
+    const native = loadNative();
+    const pair = new Int32Array(2);
+    check(native.qbn_socketpair(1 /* SOCK_STREAM */, pair), "socketpair");
+    const err = new Int32Array(1);
+    const ptr = native.qbn_reactor_create(pair[1]!, err);
+    if (!ptr) {
+      native.qbn_close(pair[0]!);
+      native.qbn_close(pair[1]!);
+      throw new QbunSystemError(-err[0]!, "pthread_create");
+    }
+    let reactor: Reactor | undefined;
+    // Bun adopts a connected fd (not in @types/bun's signature).
+    const bell = await Bun.connect({
+      fd: pair[0]!,
+      socket: { data: () => reactor!.#drain() },
+    } as unknown as Parameters<typeof Bun.connect>[0]);
+    reactor = new Reactor(native, ptr as Pointer, bell);
+    Reactor.#instance = reactor;
+    return reactor;
+  }
+
+  #drain(): void {
+    const buf = this.#drainBuf;
+    let n: number;
+    do {
+      n = this.#native.qbn_reactor_drain(this.#ptr, buf, DRAIN_PAIRS);
+      for (let i = 0; i < n; i++) {
+        const settle = this.#byToken.get(buf[2 * i]!);
+        settle?.(buf[2 * i + 1]! | 0);
+      }
+    } while (n === DRAIN_PAIRS);
+  }
+
+  /** Keep the process alive while a ref'd wait is pending. */
+  ref(): void {
+    if (this.#refs++ === 0) this.#bell.ref();
+  }
+
+  /** Counterpart of {@link Reactor.ref}. */
+  unref(): void {
+    if (--this.#refs === 0) this.#bell.unref();
+  }
+
+  /** Start watching `fd`; the returned handle must be closed before the fd. */
+  watch(fd: number): FdWatch {
+    const token = this.#nextToken++;
+    const watch = new FdWatch(this, this.#native, this.#ptr, fd, token);
+    this.#byToken.set(token, (events) => watch.onEvents(events));
+    return watch;
+  }
+
+  /** @internal Called by FdWatch.close. */
+  release(token: number): void {
+    this.#byToken.delete(token);
+  }
+
+  /**
+   * Wait on a process-shared semaphore at `sem` on a helper thread. The
+   * promise resolves true when acquired, false on timeout (`timeoutMs` < 0:
+   * none). The memory at `sem` must stay mapped until the wait is over: an
+   * owner about to unmap calls {@link SemWait.stopSync} first.
+   */
+  semWait(sem: Pointer, timeoutMs: number, signal?: AbortSignal): SemWait {
+    const token = this.#nextToken++;
+    const err = new Int32Array(1);
+    const waiter = this.#native.qbn_semwait_start(this.#ptr, sem, timeoutMs, token, err);
+    if (!waiter) throw new QbunSystemError(-err[0]!, "pthread_create");
+    const { promise, resolve, reject } = Promise.withResolvers<boolean>();
+    const native = this.#native;
+    let joined = false;
+    const onAbort = () => native.qbn_semwait_cancel(waiter);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    this.ref();
+    const finish = (result: number, reason?: unknown) => {
+      this.#byToken.delete(token);
+      if (!joined) {
+        joined = true;
+        native.qbn_semwait_join(waiter);
+      }
+      signal?.removeEventListener("abort", onAbort);
+      this.unref();
+      if (result === 0) resolve(true);
+      else if (result === -110 /* ETIMEDOUT */) resolve(false);
+      else if (result === -125 /* ECANCELED */) reject(reason ?? signal?.reason);
+      else reject(new QbunSystemError(-result, "sem_clockwait"));
+    };
+    this.#byToken.set(token, (result) => finish(result));
+    return {
+      promise,
+      stopSync(reason: unknown) {
+        if (joined) return;
+        native.qbn_semwait_cancel(waiter);
+        joined = true;
+        native.qbn_semwait_join(waiter); // thread has left sem_wait: safe to unmap
+        finish(-125, reason);
+      },
+    };
+  }
+}
+
+/** A pending semaphore wait started by {@link Reactor.semWait}. */
+export interface SemWait {
+  /** true: acquired; false: timed out. Rejects when aborted or stopped. */
+  readonly promise: Promise<boolean>;
+  /** Cancel now and join the waiting thread before returning. */
+  stopSync(reason: unknown): void;
+}
+
+/**
+ * Readiness of one fd. `readable()`/`writable()` resolve with the epoll bits
+ * once the fd is ready (or has an error/hang-up, which wakes every waiter).
+ * Callers follow the edge rule: try the syscall first, wait only on EAGAIN.
+ */
+export class FdWatch {
+  readonly #reactor: Reactor;
+  readonly #native: Native;
+  readonly #rptr: Pointer;
+  readonly #fd: number;
+  readonly #token: number;
+  #waiters: Waiter[] = [];
+  #armed = 0;
+  #closed = false;
+  #ref = true;
+
+  /** @internal use {@link Reactor.watch} */
+  constructor(reactor: Reactor, native: Native, rptr: Pointer, fd: number, token: number) {
+    this.#reactor = reactor;
+    this.#native = native;
+    this.#rptr = rptr;
+    this.#fd = fd;
+    this.#token = token;
+  }
+
+  /** Whether pending waits keep the process alive (default true). */
+  setRef(on: boolean): void {
+    if (on === this.#ref) return;
+    this.#ref = on;
+    if (this.#waiters.length > 0) on ? this.#reactor.ref() : this.#reactor.unref();
+  }
+
+  /** Resolves when the fd is readable (or errored/hung up). */
+  readable(signal?: AbortSignal): Promise<number> {
+    return this.#wait(Events.IN, signal);
+  }
+
+  /** Resolves when the fd is writable (or errored/hung up). */
+  writable(signal?: AbortSignal): Promise<number> {
+    return this.#wait(Events.OUT, signal);
+  }
+
+  #wait(interest: number, signal?: AbortSignal): Promise<number> {
+    if (this.#closed) return Promise.reject(new ClosedError("socket"));
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const { promise, resolve, reject } = Promise.withResolvers<number>();
+    const waiter: Waiter = { resolve, reject, interest };
+    if (signal) {
+      const onAbort = () => {
+        this.#remove(waiter);
+        reject(signal.reason);
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      waiter.cleanup = () => signal.removeEventListener("abort", onAbort);
+    }
+    if (this.#waiters.length === 0 && this.#ref) this.#reactor.ref();
+    this.#waiters.push(waiter);
+    this.#arm();
+    return promise;
+  }
+
+  #remove(waiter: Waiter): void {
+    const i = this.#waiters.indexOf(waiter);
+    if (i < 0) return;
+    this.#waiters.splice(i, 1);
+    waiter.cleanup?.();
+    if (this.#waiters.length === 0 && this.#ref) this.#reactor.unref();
+  }
+
+  #arm(): void {
+    let interest = 0;
+    for (const w of this.#waiters) interest |= w.interest;
+    if (interest === 0 || (this.#armed & interest) === interest) return;
+    const want = interest | this.#armed;
+    const rc = this.#native.qbn_reactor_arm(this.#rptr, this.#fd, want | Events.RDHUP, this.#token);
+    if (rc < 0) {
+      const error = new QbunSystemError(-rc, "epoll_ctl");
+      for (const w of this.#waiters.splice(0)) {
+        w.cleanup?.();
+        w.reject(error);
+      }
+      if (this.#ref) this.#reactor.unref();
+      return;
+    }
+    this.#armed = want;
+  }
+
+  /** @internal Called by the reactor with the epoll bits of one report. */
+  onEvents(events: number): void {
+    this.#armed = 0; // EPOLLONESHOT: disarmed after each report
+    const wakeAll = (events & (Events.ERR | Events.HUP)) !== 0;
+    const readyIn = wakeAll || (events & (Events.IN | Events.RDHUP)) !== 0;
+    const readyOut = wakeAll || (events & Events.OUT) !== 0;
+    const still: Waiter[] = [];
+    const ready: Waiter[] = [];
+    for (const w of this.#waiters) {
+      if ((w.interest === Events.IN && readyIn) || (w.interest === Events.OUT && readyOut)) ready.push(w);
+      else still.push(w);
+    }
+    this.#waiters = still;
+    if (still.length === 0 && ready.length > 0 && this.#ref) this.#reactor.unref();
+    for (const w of ready) {
+      w.cleanup?.();
+      w.resolve(events);
+    }
+    if (this.#waiters.length > 0) this.#arm();
+  }
+
+  /** Stop watching; pending waits reject with {@link ClosedError}. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#native.qbn_reactor_forget(this.#rptr, this.#fd);
+    this.#reactor.release(this.#token);
+    const pending = this.#waiters.splice(0);
+    if (pending.length > 0 && this.#ref) this.#reactor.unref();
+    for (const w of pending) {
+      w.cleanup?.();
+      w.reject(new ClosedError("socket"));
+    }
+  }
+}

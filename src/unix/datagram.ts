@@ -1,0 +1,105 @@
+/**
+ * SOCK_DGRAM sockets: bound or unbound, connected or not.
+ * @module
+ */
+import { check } from "../../ffi/errors.ts";
+import { loadNative } from "../../ffi/native.ts";
+import { encodeAddress, type AddressInput, type EncodedAddress } from "./address.ts";
+import { bindSocket, removeSocketFile, type BindOptions, type OwnedSocketFile } from "./bind.ts";
+import { newSocketFd, UnixSocket, SOCK_TYPE, type ReceivedMessage, type ReceiveOptions, type SendOptions } from "./socket.ts";
+
+/**
+ * An AF_UNIX datagram socket. Message boundaries are kept; a datagram larger
+ * than the socket allows fails with EMSGSIZE.
+ *
+ * ```ts
+ * using a = UnixDatagram.bound("\0my-service");
+ * using b = UnixDatagram.unbound();
+ * await b.sendTo("\0my-service", bytes);
+ * const msg = await a.receive(); // msg.data, msg.from
+ * ```
+ */
+export class UnixDatagram extends UnixSocket {
+  #file: OwnedSocketFile | undefined;
+
+  private constructor(fd: number, file?: OwnedSocketFile) {
+    super(fd, "datagram");
+    this.#file = file;
+  }
+
+  /** A datagram socket bound to `address` (a stale socket file is replaced). */
+  static bound(address: AddressInput, options: BindOptions = {}): UnixDatagram {
+    const encoded = encodeAddress(address);
+    const native = loadNative();
+    const fd = newSocketFd(native, "datagram");
+    try {
+      return new UnixDatagram(fd, bindSocket(native, fd, encoded, "datagram", options));
+    } catch (error) {
+      native.qbn_close(fd);
+      throw error;
+    }
+  }
+
+  /** A datagram socket with no address (it can send; replies need an address). */
+  static unbound(): UnixDatagram {
+    return new UnixDatagram(newSocketFd(loadNative(), "datagram"));
+  }
+
+  /** A connected pair (socketpair). */
+  static pair(): [UnixDatagram, UnixDatagram] {
+    const fds = new Int32Array(2);
+    check(loadNative().qbn_socketpair(SOCK_TYPE.datagram, fds), "socketpair");
+    return [new UnixDatagram(fds[0]!), new UnixDatagram(fds[1]!)];
+  }
+
+  /** Set the default destination (and only accept datagrams from it). */
+  connect(address: AddressInput): void {
+    const encoded = encodeAddress(address);
+    check(this.native.qbn_connect(this.fd, encoded.bytes, encoded.length), "connect", { address: encoded.display });
+  }
+
+  /** Send one datagram to the connected peer. */
+  async send(data: Uint8Array, options: SendOptions = {}): Promise<void> {
+    await this.sendRaw(data, options, undefined);
+  }
+
+  /** Send one datagram to `address`. */
+  async sendTo(address: AddressInput, data: Uint8Array, options: SendOptions = {}): Promise<void> {
+    await this.sendRaw(data, options, encodeAddress(address));
+  }
+
+  /** Receive one datagram with its sender's address and ancillary data. */
+  receive(options: ReceiveOptions = {}): Promise<ReceivedMessage> {
+    return this.receiveRaw(options, true, true) as Promise<ReceivedMessage>;
+  }
+
+  /** Datagrams until the socket is closed. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<ReceivedMessage, void, void> {
+    for (;;) {
+      try {
+        yield await this.receive();
+      } catch (error) {
+        if (this.closed) return;
+        throw error;
+      }
+    }
+  }
+
+  /**
+   * A connected datagram socket is woken by the kernel when its peer drains.
+   * An unconnected send to a full receiver gets no wake-up from the kernel
+   * (poll only tracks a connected peer), so it retries after a doubling pause.
+   */
+  protected override async waitForSendSpace(signal: AbortSignal | undefined, to: EncodedAddress | undefined): Promise<void> {
+    if (!to) return this.waitWritable(signal).then(() => {});
+    this.#backoff = Math.min(this.#backoff * 2 || 1, 50);
+    await Bun.sleep(this.#backoff);
+    signal?.throwIfAborted();
+  }
+  #backoff = 0;
+
+  protected override afterClose(): void {
+    if (this.#file) removeSocketFile(this.native, this.#file);
+    this.#file = undefined;
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * Connected SOCK_STREAM sockets: a byte stream with backpressure, plus
+ * messages carrying fds and credentials.
+ * @module
+ */
+import { check, QbunSystemError } from "../../ffi/errors.ts";
+import { loadNative } from "../../ffi/native.ts";
+import type { AddressInput } from "./address.ts";
+import { connectFd, type ConnectOptions } from "./connect.ts";
+import { UnixSocket, SOCK_TYPE, type ReceivedMessage, type ReceiveOptions, type SendOptions } from "./socket.ts";
+
+const SHUT_WR = 1;
+
+/** Options for a stream read. */
+export interface ReadOptions {
+  /** Most bytes to return (default 65536). */
+  maxBytes?: number;
+  /** Cancels the wait; nothing is consumed when aborted. */
+  signal?: AbortSignal;
+}
+
+/**
+ * A connected AF_UNIX stream socket.
+ *
+ * ```ts
+ * await using conn = await UnixStream.connect("/run/app.sock");
+ * await conn.write(new TextEncoder().encode("ping"));
+ * const reply = await conn.read(); // Uint8Array, or null at end of stream
+ * ```
+ */
+export class UnixStream extends UnixSocket {
+  /** Connect to a listening stream socket. ENOENT/ECONNREFUSED are typed errors. */
+  static async connect(address: AddressInput, options: ConnectOptions = {}): Promise<UnixStream> {
+    return new UnixStream(await connectFd(address, "stream", options));
+  }
+
+  /** A connected pair of stream sockets (socketpair). */
+  static pair(): [UnixStream, UnixStream] {
+    const fds = new Int32Array(2);
+    check(loadNative().qbn_socketpair(SOCK_TYPE.stream, fds), "socketpair");
+    return [new UnixStream(fds[0]!), new UnixStream(fds[1]!)];
+  }
+
+  /** Adopt a connected stream socket fd created by qbun (consumes it). */
+  constructor(fd: number) {
+    super(fd, "stream");
+  }
+
+  /**
+   * Write all of `data`. When the kernel buffer is full, waits for room
+   * (backpressure): the promise settles once every byte is accepted. EPIPE
+   * or ECONNRESET when the peer has gone.
+   */
+  async write(data: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<void> {
+    let offset = 0;
+    while (offset < data.byteLength) {
+      const rc = this.native.qbn_send(this.fd, data.subarray(offset), data.byteLength - offset, 0);
+      if (rc >= 0) {
+        offset += rc;
+        continue;
+      }
+      if (rc !== -11) throw new QbunSystemError(-rc, "send");
+      await this.waitWritable(options.signal);
+    }
+  }
+
+  /** Read up to `maxBytes`; resolves null at end of stream. */
+  async read(options: ReadOptions = {}): Promise<Uint8Array | null> {
+    const buf = new Uint8Array(options.maxBytes ?? 65536);
+    const n = await this.recvInto(buf, options.signal);
+    return n === 0 ? null : buf.subarray(0, n);
+  }
+
+  /** Read into `into` without allocating; resolves the byte count (0 at end of stream). */
+  readInto(into: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<number> {
+    return this.recvInto(into, options.signal);
+  }
+
+  /** Read exactly `length` bytes; throws if the stream ends first. */
+  async readExactly(length: number, options: { signal?: AbortSignal } = {}): Promise<Uint8Array> {
+    const buf = new Uint8Array(length);
+    let got = 0;
+    while (got < length) {
+      const n = await this.recvInto(buf.subarray(got), options.signal);
+      if (n === 0) throw new QbunSystemError(104 /* ECONNRESET */, "recv", { hint: `stream ended after ${got} of ${length} bytes` });
+      got += n;
+    }
+    return buf;
+  }
+
+  /**
+   * Send `data` with fds and/or credentials attached (they travel with the
+   * first byte). Waits for room like {@link UnixStream.write}.
+   */
+  async sendMessage(data: Uint8Array, options: SendOptions = {}): Promise<void> {
+    if (data.byteLength === 0) throw new RangeError("a stream message needs at least one byte to carry its ancillary data");
+    let sent = await this.sendRaw(data, options, undefined);
+    if (sent < data.byteLength) await this.write(data.subarray(sent), options);
+  }
+
+  /** Receive bytes with any fds/credentials that came with them; null at end of stream. */
+  receiveMessage(options: ReceiveOptions = {}): Promise<ReceivedMessage | null> {
+    return this.receiveRaw(options, false, false);
+  }
+
+  /** Half-close: the peer reads end of stream; this side can still read. */
+  end(): void {
+    check(this.native.qbn_shutdown(this.fd, SHUT_WR), "shutdown");
+  }
+
+  /** Chunks until end of stream. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array, void, void> {
+    for (;;) {
+      const chunk = await this.read();
+      if (chunk === null) return;
+      yield chunk;
+    }
+  }
+}
