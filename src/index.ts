@@ -1,0 +1,7 @@
+/**
+ * qbun: Bun-native Linux local IPC. Re-exports every public module; the
+ * subpaths (`qbun/unix`, `qbun/shm`) give the same names per module.
+ * @module
+ */
+export * from "./unix/index.ts";
+export * from "./shm/index.ts";

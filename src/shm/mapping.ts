@@ -1,0 +1,200 @@
+/**
+ * Memory mappings exposed as zero-copy views whose lifetime cannot crash the
+ * process: the JS ArrayBuffer over a mapping is created with a C deallocator,
+ * and `close()` detaches it (`ArrayBuffer.prototype.transfer(0)`), which
+ * unmaps at once and turns every view over it into a zero-length one. A
+ * forgotten mapping is unmapped when its buffer is garbage-collected.
+ * @module
+ */
+import { toArrayBuffer, type Pointer } from "bun:ffi";
+import { ClosedError, QbunArgumentError, QbunSystemError } from "../../ffi/errors.ts";
+import { loadNative } from "../../ffi/native.ts";
+
+/** Access requested for a mapping. */
+export type MapAccess = "read-write" | "read-only";
+
+const PROT_READ = 1;
+const PROT_WRITE = 2;
+const MAP_SHARED = 1;
+
+/** Something that must be stopped before its memory is unmapped. */
+export interface MappingDependent {
+  /** Stop using the mapping now (called synchronously by close). */
+  detachFromMapping(): void;
+}
+
+/**
+ * Read access to bytes that must not be written from JS (a `PROT_READ`
+ * mapping: a store would be a SIGSEGV, not an exception). Every accessor is
+ * bounds-checked; `slice` and `copyTo` copy out.
+ */
+export class ReadonlyBytes {
+  readonly #bytes: Uint8Array;
+  readonly #view: DataView;
+
+  /** @internal wrap a view nobody else can write through */
+  constructor(bytes: Uint8Array) {
+    this.#bytes = bytes;
+    this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  /** Length in bytes (0 once the mapping is closed). */
+  get length(): number {
+    return this.#bytes.length;
+  }
+
+  /** Byte at `index` (negative counts from the end); undefined out of range. */
+  at(index: number): number | undefined {
+    return this.#bytes.at(index);
+  }
+
+  /** Little-endian u32 at `offset`. RangeError out of bounds. */
+  readUint32(offset: number): number {
+    return this.#view.getUint32(offset, true);
+  }
+
+  /** Little-endian i32 at `offset`. */
+  readInt32(offset: number): number {
+    return this.#view.getInt32(offset, true);
+  }
+
+  /** Little-endian u64 at `offset`. */
+  readBigUint64(offset: number): bigint {
+    return this.#view.getBigUint64(offset, true);
+  }
+
+  /** A copy of bytes [start, end). */
+  slice(start?: number, end?: number): Uint8Array {
+    return this.#bytes.slice(start, end);
+  }
+
+  /** Copy bytes from `start` into `target`; returns the count copied. */
+  copyTo(target: Uint8Array, start = 0): number {
+    const n = Math.max(0, Math.min(target.length, this.#bytes.length - start));
+    target.set(this.#bytes.subarray(start, start + n));
+    return n;
+  }
+
+  /** Decode bytes [start, end) as UTF-8. */
+  text(start?: number, end?: number): string {
+    return new TextDecoder().decode(this.#bytes.subarray(start, end));
+  }
+}
+
+/**
+ * A mapped region of a shared-memory file. Read-write mappings expose
+ * {@link Mapping.bytes}; read-only ones only {@link Mapping.view}.
+ */
+export class Mapping implements Disposable {
+  /** `read-write` or `read-only`. */
+  readonly access: MapAccess;
+  /** Mapped length in bytes (for a circular mapping, twice the file size). */
+  readonly length: number;
+  readonly #address: number;
+  readonly #buffer: ArrayBuffer;
+  readonly #bytes: Uint8Array;
+  readonly #dependents = new Set<MappingDependent>();
+  #closed = false;
+
+  /** @internal use SharedMemory.map / mapCircular */
+  constructor(address: number, length: number, access: MapAccess) {
+    const native = loadNative();
+    this.access = access;
+    this.length = length;
+    this.#address = address;
+    // The 5-argument form (context, deallocator) is missing from @types/bun.
+    const withDeallocator = toArrayBuffer as unknown as (
+      ptr: Pointer, offset: number, length: number, context: number, deallocator: Pointer,
+    ) => ArrayBuffer;
+    this.#buffer = withDeallocator(
+      address as Pointer,
+      0,
+      length,
+      length, // context handed to the deallocator: the length to unmap
+      (native.qbn_unmap_deallocator as unknown as { ptr: Pointer }).ptr,
+    );
+    this.#bytes = new Uint8Array(this.#buffer);
+  }
+
+  /**
+   * Map `length` bytes of `fd` at `offset` with MAP_SHARED.
+   * @internal
+   */
+  static map(fd: number, length: number, offset: number, access: MapAccess, circular: boolean): Mapping {
+    if (!Number.isSafeInteger(length) || length <= 0) throw new QbunArgumentError(`mapping length must be a positive integer, got ${length}`);
+    const native = loadNative();
+    const err = new Int32Array(1);
+    const prot = access === "read-write" ? PROT_READ | PROT_WRITE : PROT_READ;
+    const ptr = circular
+      ? native.qbn_mmap_circular(fd, length, prot, err)
+      : native.qbn_mmap(length, prot, MAP_SHARED, fd, offset, err);
+    if (!ptr) {
+      throw new QbunSystemError(-err[0]!, "mmap", {
+        hint: err[0] === -13
+          ? "the fd does not allow this access (a read-only fd cannot be mapped read-write)"
+          : err[0] === -1
+            ? "the file is sealed against writing (F_SEAL_WRITE / F_SEAL_FUTURE_WRITE): map it read-only"
+            : undefined,
+      });
+    }
+    return new Mapping(Number(ptr), circular ? length * 2 : length, access);
+  }
+
+  /** Whether the mapping was closed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * The writable zero-copy view of the whole mapping. Throws for read-only
+   * mappings (a JS store into read-only memory would crash the process).
+   */
+  get bytes(): Uint8Array {
+    if (this.#closed) throw new ClosedError("mapping");
+    if (this.access !== "read-write") throw new QbunArgumentError("this mapping is read-only: use .view to read it");
+    return this.#bytes;
+  }
+
+  /** Bounds-checked read access, for any mapping. */
+  get view(): ReadonlyBytes {
+    if (this.#closed) throw new ClosedError("mapping");
+    return new ReadonlyBytes(this.#bytes);
+  }
+
+  /** @internal the address of byte `offset`, for semaphores placed in the mapping. */
+  pointerAt(offset: number, size: number): number {
+    if (this.#closed) throw new ClosedError("mapping");
+    if (!Number.isInteger(offset) || offset < 0 || offset + size > this.length) {
+      throw new QbunArgumentError(`offset ${offset} (+${size}) is outside the ${this.length}-byte mapping`);
+    }
+    return this.#address + offset;
+  }
+
+  /** @internal register something to stop before unmapping. */
+  addDependent(dependent: MappingDependent): void {
+    this.#dependents.add(dependent);
+  }
+
+  /** @internal */
+  removeDependent(dependent: MappingDependent): void {
+    this.#dependents.delete(dependent);
+  }
+
+  /**
+   * Unmap now. Views obtained earlier become zero-length (reads give
+   * undefined) instead of touching freed memory. Idempotent.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const dependent of [...this.#dependents]) dependent.detachFromMapping();
+    this.#dependents.clear();
+    // Detaching runs the C deallocator (munmap) right away.
+    this.#buffer.transfer(0);
+  }
+
+  /** Same as {@link Mapping.close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * Process-shared POSIX semaphores (glibc `sem_t`, 32 bytes) placed inside a
+ * shared mapping — the wake-up mechanism libqb's rings use.
+ * @module
+ */
+import type { Pointer } from "bun:ffi";
+import { check, ClosedError, QbunArgumentError } from "../../ffi/errors.ts";
+import { loadNative, type Native } from "../../ffi/native.ts";
+import { Reactor, type SemWait } from "../../ffi/reactor.ts";
+import type { Mapping, MappingDependent } from "./mapping.ts";
+
+/** Bytes a semaphore occupies in a mapping (glibc x86_64/aarch64). */
+export const SEMAPHORE_SIZE = 32;
+
+/** Options for {@link Semaphore.wait}. */
+export interface SemaphoreWaitOptions {
+  /** Give up after this many milliseconds (resolves false). Default: no limit. */
+  timeout?: number;
+  /** Cancel the wait (rejects with the signal's reason; the count is unchanged). */
+  signal?: AbortSignal;
+}
+
+/**
+ * A semaphore at a fixed offset of a read-write {@link Mapping}. Closing the
+ * mapping stops pending waits first (they reject with ClosedError), so no
+ * helper thread ever touches unmapped memory.
+ *
+ * ```ts
+ * const sem = Semaphore.init(map, 0);      // creator
+ * const peerSem = Semaphore.open(map2, 0); // another mapping of the same file
+ * peerSem.post();
+ * await sem.wait({ timeout: 1000 });       // → true
+ * ```
+ */
+export class Semaphore implements MappingDependent {
+  readonly #mapping: Mapping;
+  readonly #ptr: Pointer;
+  readonly #native: Native;
+  readonly #pending = new Set<SemWait>();
+  #detached = false;
+
+  private constructor(mapping: Mapping, offset: number) {
+    if (mapping.access !== "read-write") throw new QbunArgumentError("a semaphore needs a read-write mapping");
+    if (offset % 8 !== 0) throw new QbunArgumentError(`a semaphore must be 8-byte aligned; offset ${offset} is not`);
+    this.#mapping = mapping;
+    this.#ptr = mapping.pointerAt(offset, SEMAPHORE_SIZE) as Pointer;
+    this.#native = loadNative();
+    mapping.addDependent(this);
+  }
+
+  /** Initialise a new process-shared semaphore at `offset` (sem_init). */
+  static init(mapping: Mapping, offset: number, options: { value?: number } = {}): Semaphore {
+    const sem = new Semaphore(mapping, offset);
+    check(sem.#native.qbn_sem_init(sem.#ptr, 1, options.value ?? 0), "sem_init");
+    return sem;
+  }
+
+  /** Use a semaphore another party already initialised at `offset`. */
+  static open(mapping: Mapping, offset: number): Semaphore {
+    return new Semaphore(mapping, offset);
+  }
+
+  #checkOpen(): void {
+    if (this.#detached) throw new ClosedError("semaphore (its mapping)");
+  }
+
+  /** Increment and wake one waiter (sem_post). */
+  post(): void {
+    this.#checkOpen();
+    check(this.#native.qbn_sem_post(this.#ptr), "sem_post");
+  }
+
+  /** Decrement if positive, without waiting. Returns whether it did. */
+  tryWait(): boolean {
+    this.#checkOpen();
+    const rc = this.#native.qbn_sem_trywait(this.#ptr);
+    if (rc === -11 /* EAGAIN */) return false;
+    check(rc, "sem_trywait");
+    return true;
+  }
+
+  /**
+   * Wait for the count to be positive and decrement it, without blocking
+   * the event loop (the wait runs on a helper thread). Resolves true when
+   * acquired, false on timeout.
+   */
+  async wait(options: SemaphoreWaitOptions = {}): Promise<boolean> {
+    this.#checkOpen();
+    options.signal?.throwIfAborted();
+    if (this.tryWait()) return true;
+    if (options.timeout === 0) return false;
+    const reactor = await Reactor.get();
+    this.#checkOpen();
+    const pending = reactor.semWait(this.#ptr, options.timeout ?? -1, options.signal);
+    this.#pending.add(pending);
+    try {
+      return await pending.promise;
+    } finally {
+      this.#pending.delete(pending);
+    }
+  }
+
+  /**
+   * Blocking wait on the calling thread — it stalls the event loop. For
+   * scripts and tests; servers use {@link Semaphore.wait}.
+   */
+  waitSync(timeoutMs: number): boolean {
+    this.#checkOpen();
+    const rc = this.#native.qbn_sem_timedwait(this.#ptr, timeoutMs);
+    if (rc === -110 /* ETIMEDOUT */) return false;
+    check(rc, "sem_clockwait");
+    return true;
+  }
+
+  /** The current count (sem_getvalue). */
+  get value(): number {
+    this.#checkOpen();
+    return check(this.#native.qbn_sem_getvalue(this.#ptr), "sem_getvalue");
+  }
+
+  /** Destroy (sem_destroy): only when no process waits on it any more. */
+  destroy(): void {
+    this.#checkOpen();
+    this.#stopWaits();
+    check(this.#native.qbn_sem_destroy(this.#ptr), "sem_destroy");
+    this.#detached = true;
+    this.#mapping.removeDependent(this);
+  }
+
+  #stopWaits(): void {
+    for (const pending of this.#pending) pending.stopSync(new ClosedError("semaphore"));
+    this.#pending.clear();
+  }
+
+  /** @internal called by the mapping before it unmaps */
+  detachFromMapping(): void {
+    this.#stopWaits();
+    this.#detached = true;
+  }
+}
