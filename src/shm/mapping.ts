@@ -43,41 +43,51 @@ export class ReadonlyBytes {
     return this.#bytes.length;
   }
 
+  /** The live bytes; ClosedError once the mapping was closed. */
+  #live(): Uint8Array {
+    if ((this.#bytes.buffer as ArrayBuffer).detached) throw new ClosedError("mapping");
+    return this.#bytes;
+  }
+
   /** Byte at `index` (negative counts from the end); undefined out of range. */
   at(index: number): number | undefined {
-    return this.#bytes.at(index);
+    return this.#live().at(index);
   }
 
   /** Little-endian u32 at `offset`. RangeError out of bounds. */
   readUint32(offset: number): number {
+    this.#live();
     return this.#view.getUint32(offset, true);
   }
 
   /** Little-endian i32 at `offset`. */
   readInt32(offset: number): number {
+    this.#live();
     return this.#view.getInt32(offset, true);
   }
 
   /** Little-endian u64 at `offset`. */
   readBigUint64(offset: number): bigint {
+    this.#live();
     return this.#view.getBigUint64(offset, true);
   }
 
   /** A copy of bytes [start, end). */
   slice(start?: number, end?: number): Uint8Array {
-    return this.#bytes.slice(start, end);
+    return this.#live().slice(start, end);
   }
 
   /** Copy bytes from `start` into `target`; returns the count copied. */
   copyTo(target: Uint8Array, start = 0): number {
-    const n = Math.max(0, Math.min(target.length, this.#bytes.length - start));
-    target.set(this.#bytes.subarray(start, start + n));
+    const bytes = this.#live();
+    const n = Math.max(0, Math.min(target.length, bytes.length - start));
+    target.set(bytes.subarray(start, start + n));
     return n;
   }
 
   /** Decode bytes [start, end) as UTF-8. */
   text(start?: number, end?: number): string {
-    return new TextDecoder().decode(this.#bytes.subarray(start, end));
+    return new TextDecoder().decode(this.#live().subarray(start, end));
   }
 }
 

@@ -1,0 +1,330 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { join } from "node:path";
+import { Mapping, OwnedFd, QbunArgumentError, QbunSystemError, Semaphore, SharedMemory } from "../src/shm/index.ts";
+import { UnixListener, UnixStream } from "../src/unix/index.ts";
+
+const PEER = join(import.meta.dir, "peers", "shm_peer.py");
+const openFds = () => readdirSync("/proc/self/fd").length;
+const devShm = () => readdirSync("/dev/shm").sort().join("\n");
+const mappedMemfds = () => readFileSync("/proc/self/maps", "utf8").split("\n").filter((l) => l.includes("/memfd:")).length;
+
+/** Run the Python peer in `mode` against a fresh listener; hand it `fds`; return its JSON reply. */
+async function withPythonPeer(mode: string, fds: number[], extra: string[] = []): Promise<any> {
+  const name = `qbun-shm-test-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  using listener = UnixListener.listen(`\0${name}`);
+  const peer = Bun.spawn(["python3", PEER, mode, `@${name}`, ...extra], { stderr: "pipe" });
+  try {
+    await using conn = await listener.accept({ signal: AbortSignal.timeout(10_000) });
+    if (fds.length) await conn.sendMessage(new Uint8Array([1]), { fds });
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of conn) chunks.push(chunk);
+    expect(await peer.exited).toBe(0);
+    return JSON.parse(Buffer.concat(chunks).toString());
+  } finally {
+    peer.kill();
+    const err = await new Response(peer.stderr).text();
+    if (err) console.error(err);
+  }
+}
+
+describe("memfd", () => {
+  test("is sized, zero-filled, mapped read-write and shared between mappings", () => {
+    using mem = SharedMemory.memfd({ size: 10_000, name: "t" });
+    expect(mem.kind).toBe("memfd");
+    expect(mem.size).toBe(10_000);
+    using a = mem.map();
+    using b = mem.map();
+    expect(a.bytes.every((x) => x === 0)).toBe(true);
+    a.bytes.set([7, 8, 9], 4000);
+    expect([...b.bytes.subarray(4000, 4003)]).toEqual([7, 8, 9]);
+    expect(readlinkSync(`/proc/self/fd/${mem.fd}`)).toStartWith("/memfd:t");
+  });
+
+  test("seals: grow, shrink and write are refused once added; future-write blocks new writable maps", () => {
+    using mem = SharedMemory.memfd({ size: 4096 });
+    {
+      using map = mem.map();
+      map.bytes[0] = 1;
+      // F_SEAL_WRITE needs no writable shared mapping: EBUSY while one exists.
+      expect(() => mem.addSeals(["write"])).toThrow(expect.objectContaining({ code: "EBUSY" }));
+    }
+    mem.addSeals(["grow", "shrink", "write"]);
+    expect(mem.seals.sort()).toEqual(["grow", "shrink", "write"]);
+    expect(() => mem.resize(8192)).toThrow(expect.objectContaining({ code: "EPERM", syscall: "ftruncate" }));
+    expect(() => mem.resize(100)).toThrow(expect.objectContaining({ code: "EPERM" }));
+    expect(() => mem.map({ access: "read-write" })).toThrow(expect.objectContaining({ code: "EPERM", syscall: "mmap" }));
+    using ro = mem.map({ access: "read-only" });
+    expect(ro.view.at(0)).toBe(1);
+
+    using fut = SharedMemory.memfd({ size: 4096 });
+    using keep = fut.map();
+    fut.addSeals(["future-write"]); // allowed while a writable mapping exists
+    keep.bytes[1] = 5; // the existing mapping stays writable
+    expect(() => fut.map({ access: "read-write" })).toThrow(expect.objectContaining({ code: "EPERM" }));
+    fut.addSeals(["seal"]);
+    expect(() => fut.addSeals(["grow"])).toThrow(expect.objectContaining({ code: "EPERM" }));
+  });
+
+  test("unsealable memfd reports no seals and refuses to be sealed", () => {
+    using mem = SharedMemory.memfd({ size: 4096, sealable: false });
+    expect(mem.seals).toEqual(["seal"]);
+    expect(() => mem.addSeals(["grow"])).toThrow(QbunSystemError);
+  });
+
+  test("bad arguments are rejected before any syscall", () => {
+    expect(() => SharedMemory.memfd({ size: -1 })).toThrow(QbunArgumentError);
+    expect(() => SharedMemory.memfd({ size: 1.5 })).toThrow(QbunArgumentError);
+    using mem = SharedMemory.memfd({ size: 4096 });
+    expect(() => mem.addSeals(["nope" as never])).toThrow(QbunArgumentError);
+    expect(() => SharedMemory.posix({ name: "no-slash" })).toThrow(QbunArgumentError);
+    expect(() => SharedMemory.posix({ name: "/a/b" })).toThrow(QbunArgumentError);
+    using odd = SharedMemory.memfd({ size: 5000 });
+    expect(() => odd.mapCircular()).toThrow(QbunArgumentError);
+  });
+});
+
+describe("read-only sharing with another process (Python peer)", () => {
+  test("a read-only fd cannot be mapped writable, written or resized by the peer; a read-write one can", async () => {
+    using mem = SharedMemory.memfd({ size: 8192 });
+    using map = mem.map();
+    map.bytes.set(new TextEncoder().encode("hello peer"));
+    using roFd = mem.readOnlyFd();
+    const [ro, rw] = await withPythonPeer("inspect", [roFd.fd, mem.fd]);
+    expect(ro.mapWrite).toBe("EACCES");
+    expect(ro.mapRead).toBe("ok");
+    expect(Buffer.from(ro.head, "hex").toString().startsWith("hello peer")).toBe(true);
+    expect(ro.write).toBe("EBADF");
+    expect(ro.grow).toBe("EINVAL");
+    expect(rw.mapWrite).toBe("ok");
+    // The peer's write through its shared mapping is visible here, zero-copy.
+    expect(new TextDecoder().decode(map.bytes.subarray(100, 102))).toBe("PY");
+  });
+
+  test("a sealed memfd stays immutable even through a read-write fd", async () => {
+    using mem = SharedMemory.memfd({ size: 4096 });
+    mem.addSeals(["grow", "shrink", "write", "seal"]);
+    const [r] = await withPythonPeer("inspect", [mem.fd]);
+    expect(r.mapWrite).toBe("EPERM");
+    expect(r.write).toBe("EPERM");
+    expect(r.grow).toBe("EPERM");
+    expect(r.mapRead).toBe("ok");
+  });
+
+  test("a memfd created by the peer is received and mapped read-only here", async () => {
+    const name = `qbun-shm-recv-${process.pid}`;
+    using listener = UnixListener.listen(`\0${name}`);
+    const peer = Bun.spawn(["python3", PEER, "send-memfd", `@${name}`]);
+    try {
+      await using conn = await listener.accept();
+      using msg = (await conn.receiveMessage())!;
+      expect(msg.fds.length).toBe(1);
+      using mem = SharedMemory.fromFd(msg.fds[0]!);
+      expect(msg.fds[0]!.closed).toBe(true); // ownership moved into SharedMemory
+      using map = mem.map({ access: "read-only" });
+      expect(map.view.text(0, 11)).toBe("from python");
+      expect(() => map.bytes).toThrow(QbunArgumentError); // no writable view over read-only memory
+      await conn.write(new Uint8Array([0]));
+      expect(await peer.exited).toBe(0);
+    } finally {
+      peer.kill();
+    }
+  });
+});
+
+describe("mappings", () => {
+  test("circular mapping: the second half mirrors the first", () => {
+    using mem = SharedMemory.memfd({ size: 8192 });
+    using ring = mem.mapCircular();
+    expect(ring.length).toBe(16384);
+    ring.bytes.set([1, 2, 3, 4], 8190); // crosses the end of the file
+    expect([...ring.bytes.subarray(0, 2)]).toEqual([3, 4]);
+    expect([...ring.bytes.subarray(8190, 8194)]).toEqual([1, 2, 3, 4]);
+    using plain = mem.map();
+    expect([plain.bytes[8190], plain.bytes[8191], plain.bytes[0], plain.bytes[1]]).toEqual([1, 2, 3, 4]);
+  });
+
+  test("read-only view: bounds-checked reads, copies out, no way to write", () => {
+    using mem = SharedMemory.memfd({ size: 4096 });
+    using rw = mem.map();
+    new DataView(rw.bytes.buffer).setUint32(8, 0xdeadbeef, true);
+    using ro = mem.map({ access: "read-only" });
+    const view = ro.view;
+    expect(view.readUint32(8)).toBe(0xdeadbeef);
+    expect(() => view.readUint32(4094)).toThrow(RangeError);
+    const copy = view.slice(8, 12);
+    copy[0] = 0;
+    expect(view.readUint32(8)).toBe(0xdeadbeef);
+    expect(view.at(4096)).toBeUndefined();
+  });
+
+  test("touching a view after close cannot crash the process (checked in a child)", async () => {
+    const script = `
+      import { SharedMemory } from ${JSON.stringify(join(import.meta.dir, "..", "src", "shm", "index.ts"))};
+      const mem = SharedMemory.memfd({ size: 1 << 20 });
+      const map = mem.map();
+      const bytes = map.bytes;            // a view the user keeps
+      const ro = mem.map({ access: "read-only" });
+      const view = ro.view;
+      bytes.fill(7);
+      map.close(); ro.close(); mem.close();
+      Bun.gc(true);
+      bytes[10] = 1;                      // would be a SIGSEGV on unmapped memory
+      let error = "none";
+      try { view.at(0); } catch (e) { error = e.code; }
+      console.log(bytes.length, bytes[10], view.length, error);
+    `;
+    const proc = Bun.spawn([process.execPath, "-e", script], { stdout: "pipe", stderr: "pipe" });
+    const out = await new Response(proc.stdout).text();
+    expect(await proc.exited).toBe(0);
+    expect(out.trim()).toBe("0 undefined 0 ERR_QBUN_CLOSED");
+  });
+
+  test("close unmaps at once; dropped mappings are unmapped by GC; fds do not leak", () => {
+    Bun.gc(true);
+    const fds0 = openFds();
+    const maps0 = mappedMemfds();
+    for (let i = 0; i < 200; i++) {
+      using mem = SharedMemory.memfd({ size: 4096 });
+      const map = mem.map();
+      expect(mappedMemfds()).toBe(maps0 + 1);
+      map.close();
+      expect(mappedMemfds()).toBe(maps0);
+    }
+    for (let i = 0; i < 200; i++) {
+      const mem = SharedMemory.memfd({ size: 4096 });
+      mem.map().bytes[0] = 1; // dropped without close
+      mem.close();
+    }
+    Bun.gc(true);
+    expect(mappedMemfds()).toBe(maps0);
+    expect(openFds()).toBe(fds0);
+  });
+});
+
+describe("POSIX shared memory and temp files", () => {
+  const name = `/qbun-test-${process.pid}`;
+  afterAll(() => {
+    try {
+      SharedMemory.unlinkPosix(name);
+    } catch {}
+  });
+
+  test("create, reopen by name, exclusive create, unlink", () => {
+    const before = devShm();
+    using a = SharedMemory.posix({ name, create: true, exclusive: true, size: 4096, mode: 0o640 });
+    expect(a.size).toBe(4096);
+    expect(readdirSync("/dev/shm")).toContain(name.slice(1));
+    expect(() => SharedMemory.posix({ name, create: true, exclusive: true, size: 4096 })).toThrow(
+      expect.objectContaining({ code: "EEXIST", syscall: "shm_open" }),
+    );
+    using b = SharedMemory.posix({ name, readOnly: true });
+    expect(b.readOnly).toBe(true);
+    using wa = a.map();
+    wa.bytes[3] = 33;
+    using rb = b.map();
+    expect(rb.access).toBe("read-only");
+    expect(rb.view.at(3)).toBe(33);
+    SharedMemory.unlinkPosix(name);
+    expect(() => SharedMemory.posix({ name })).toThrow(expect.objectContaining({ code: "ENOENT" }));
+    expect(devShm()).toBe(before);
+  });
+
+  test("temp-file fallback leaves nothing in its directory and maps like the others", () => {
+    const dir = join(require("node:os").tmpdir(), `qbun-tmpfile-${process.pid}`);
+    require("node:fs").mkdirSync(dir, { recursive: true });
+    try {
+      using mem = SharedMemory.tempFile({ size: 8192, dir });
+      expect(readdirSync(dir)).toEqual([]);
+      using ring = mem.mapCircular();
+      ring.bytes[8192] = 4;
+      expect(ring.bytes[0]).toBe(4);
+      using ro = SharedMemory.fromFd(mem.readOnlyFd());
+      expect(() => ro.map({ access: "read-write" })).toThrow(expect.objectContaining({ code: "EACCES" }));
+    } finally {
+      require("node:fs").rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("process-shared semaphores", () => {
+  test("post, tryWait, value, timed wait and waitSync", async () => {
+    using mem = SharedMemory.memfd({ size: 4096 });
+    using map = mem.map();
+    const sem = Semaphore.init(map, 64, { value: 2 });
+    expect(sem.value).toBe(2);
+    expect(sem.tryWait()).toBe(true);
+    expect(sem.tryWait()).toBe(true);
+    expect(sem.tryWait()).toBe(false);
+    expect(await sem.wait({ timeout: 20 })).toBe(false);
+    expect(sem.waitSync(10)).toBe(false);
+    sem.post();
+    expect(sem.waitSync(10)).toBe(true);
+    expect(() => Semaphore.init(map, 3)).toThrow(QbunArgumentError);
+    expect(() => Semaphore.init(map, 4090)).toThrow(QbunArgumentError);
+    sem.destroy();
+  });
+
+  test("an async wait does not block the event loop and wakes on post from a second mapping", async () => {
+    using mem = SharedMemory.memfd({ size: 4096 });
+    using a = mem.map();
+    using b = mem.mapCircular();
+    const sem = Semaphore.init(a, 128);
+    const other = Semaphore.open(b, 128);
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 5);
+    setTimeout(() => other.post(), 60);
+    const got = await sem.wait({ timeout: 5000 });
+    clearInterval(timer);
+    expect(got).toBe(true);
+    expect(ticks).toBeGreaterThan(3); // the loop ran while the wait was pending
+    expect(sem.value).toBe(0);
+  });
+
+  test("abort leaves the count unchanged; closing the mapping stops pending waits", async () => {
+    using mem = SharedMemory.memfd({ size: 4096 });
+    const map = mem.map();
+    const sem = Semaphore.init(map, 0);
+    const ac = new AbortController();
+    const waiting = sem.wait({ signal: ac.signal });
+    setTimeout(() => ac.abort(new Error("cancelled by test")), 20);
+    await expect(waiting).rejects.toThrow("cancelled by test");
+    expect(sem.value).toBe(0);
+    sem.post();
+    expect(await sem.wait({ timeout: 100 })).toBe(true);
+
+    const pending = sem.wait();
+    await Bun.sleep(20); // let it reach the helper thread
+    map.close();
+    await expect(pending).rejects.toThrow("closed");
+    expect(() => sem.post()).toThrow("closed");
+  });
+
+  test("a foreign process (glibc sem_* via Python ctypes) posts and waits on our semaphore", async () => {
+    using mem = SharedMemory.memfd({ size: 4096 });
+    using map = mem.map();
+    const sem = Semaphore.init(map, 256);
+    const reply = withPythonPeer("sem", [mem.fd], ["256"]);
+    expect(await sem.wait({ timeout: 10_000 })).toBe(true); // posted by Python
+    sem.post(); // Python's sem_timedwait takes it
+    const result = await reply;
+    expect(result).toEqual({ posted: 0, gotPost: true });
+    expect(sem.value).toBe(0);
+  });
+
+  test("1,000 async waits leave no thread behind", async () => {
+    const threads = () => readdirSync("/proc/self/task").length;
+    using mem = SharedMemory.memfd({ size: 4096 });
+    using map = mem.map();
+    const sem = Semaphore.init(map, 0);
+    await sem.wait({ timeout: 1 }); // start the reactor
+    const before = threads();
+    for (let i = 0; i < 1000; i++) {
+      const p = sem.wait({ timeout: 5000 });
+      sem.post();
+      expect(await p).toBe(true);
+    }
+    await Bun.sleep(10);
+    expect(threads()).toBe(before);
+  });
+});
