@@ -10,13 +10,19 @@ const devShm = () => readdirSync("/dev/shm").sort().join("\n");
 const mappedMemfds = () => readFileSync("/proc/self/maps", "utf8").split("\n").filter((l) => l.includes("/memfd:")).length;
 
 /** Run the Python peer in `mode` against a fresh listener; hand it `fds`; return its JSON reply. */
-async function withPythonPeer(mode: string, fds: number[], extra: string[] = []): Promise<any> {
+async function withPythonPeer(
+  mode: string,
+  fds: number[],
+  extra: string[] = [],
+  during?: (conn: UnixStream) => Promise<void>,
+): Promise<any> {
   const name = `qbun-shm-test-${process.pid}-${Math.random().toString(36).slice(2)}`;
   using listener = UnixListener.listen(`\0${name}`);
   const peer = Bun.spawn(["python3", PEER, mode, `@${name}`, ...extra], { stderr: "pipe" });
   try {
     await using conn = await listener.accept({ signal: AbortSignal.timeout(10_000) });
     if (fds.length) await conn.sendMessage(new Uint8Array([1]), { fds });
+    await during?.(conn);
     const chunks: Uint8Array[] = [];
     for await (const chunk of conn) chunks.push(chunk);
     expect(await peer.exited).toBe(0);
@@ -180,7 +186,8 @@ describe("mappings", () => {
     expect(out.trim()).toBe("0 undefined 0 ERR_QBUN_CLOSED");
   });
 
-  test("close unmaps at once; dropped mappings are unmapped by GC; fds do not leak", () => {
+  test("close unmaps at once; dropped mappings are unmapped by GC; fds do not leak", async () => {
+    await Bun.sleep(50); // let earlier tests' child processes and pipes finish closing
     Bun.gc(true);
     const fds0 = openFds();
     const maps0 = mappedMemfds();
@@ -304,10 +311,11 @@ describe("process-shared semaphores", () => {
     using mem = SharedMemory.memfd({ size: 4096 });
     using map = mem.map();
     const sem = Semaphore.init(map, 256);
-    const reply = withPythonPeer("sem", [mem.fd], ["256"]);
-    expect(await sem.wait({ timeout: 10_000 })).toBe(true); // posted by Python
-    sem.post(); // Python's sem_timedwait takes it
-    const result = await reply;
+    const result = await withPythonPeer("sem", [mem.fd], ["256"], async (conn) => {
+      expect(await sem.wait({ timeout: 10_000 })).toBe(true); // posted by Python
+      sem.post(); // Python's sem_timedwait takes it
+      await conn.write(new Uint8Array([1]));
+    });
     expect(result).toEqual({ posted: 0, gotPost: true });
     expect(sem.value).toBe(0);
   });

@@ -6,8 +6,9 @@ usage: shm_peer.py MODE ADDRESS [ARGS]
   inspect: receive fds; for each, try a writable and a read-only shared
            mapping, a write(2), a resize; read the first bytes; write b"PY"
            at offset 100 when a writable mapping worked. Reply with JSON.
-  sem OFF: receive one fd, map it, sem_post the semaphore at OFF, then wait
-           up to 5 s for a post back; reply with JSON.
+  sem OFF: receive one fd, map it, sem_post the semaphore at OFF; after a
+           byte arrives on the socket, wait up to 5 s for a post back; reply
+           with JSON.
   send-memfd: create a memfd of 4096 bytes holding b"from python", send it.
 """
 import ctypes
@@ -68,6 +69,7 @@ def sem(sock, offset):
     holder = ctypes.c_char.from_buffer(m)
     addr = ctypes.c_void_p(ctypes.addressof(holder) + offset)
     posted = libc.sem_post(addr)
+    sock.recv(1)  # qbun has taken our post and posted back: now wait for it
     class Timespec(ctypes.Structure):
         _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
     deadline = time.time() + 5
