@@ -244,7 +244,10 @@ export class FdWatch {
     for (const w of this.#waiters) interest |= w.interest;
     if (interest === 0 || (this.#armed & interest) === interest) return;
     const want = interest | this.#armed;
-    const rc = this.#native.qbn_reactor_arm(this.#rptr, this.#fd, want | Events.RDHUP, this.#token);
+    // RDHUP is level-triggered: ask for it only with readers waiting, or a
+    // writer waiting on a half-closed socket would be re-woken forever.
+    const bits = want & Events.IN ? want | Events.RDHUP : want;
+    const rc = this.#native.qbn_reactor_arm(this.#rptr, this.#fd, bits, this.#token);
     if (rc < 0) {
       const error = new QbunSystemError(-rc, "epoll_ctl");
       for (const w of this.#waiters.splice(0)) {

@@ -64,11 +64,18 @@ export class UnixStream extends UnixSocket {
     }
   }
 
-  /** Read up to `maxBytes`; resolves null at end of stream. */
+  #scratch: Uint8Array | undefined;
+
+  /**
+   * Read up to `maxBytes` (default 65536); resolves null at end of stream.
+   * The bytes are copied out of a reusable buffer, so a small read holds
+   * only its own bytes. Use {@link UnixStream.readInto} to avoid the copy.
+   */
   async read(options: ReadOptions = {}): Promise<Uint8Array | null> {
-    const buf = new Uint8Array(options.maxBytes ?? 65536);
-    const n = await this.recvInto(buf, options.signal);
-    return n === 0 ? null : buf.subarray(0, n);
+    const size = options.maxBytes ?? 65536;
+    if (!this.#scratch || this.#scratch.length < size) this.#scratch = new Uint8Array(size);
+    const n = await this.recvInto(this.#scratch.subarray(0, size), options.signal);
+    return n === 0 ? null : this.#scratch.slice(0, n);
   }
 
   /** Read into `into` without allocating; resolves the byte count (0 at end of stream). */
