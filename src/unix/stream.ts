@@ -73,9 +73,15 @@ export class UnixStream extends UnixSocket {
    */
   async read(options: ReadOptions = {}): Promise<Uint8Array | null> {
     const size = options.maxBytes ?? 65536;
-    if (!this.#scratch || this.#scratch.length < size) this.#scratch = new Uint8Array(size);
-    const n = await this.recvInto(this.#scratch.subarray(0, size), options.signal);
-    return n === 0 ? null : this.#scratch.slice(0, n);
+    // Concurrent reads each need their own buffer.
+    const buf = this.#scratch && this.#scratch.length >= size ? this.#scratch : new Uint8Array(size);
+    this.#scratch = undefined;
+    try {
+      const n = await this.recvInto(buf.subarray(0, size), options.signal);
+      return n === 0 ? null : buf.slice(0, n);
+    } finally {
+      this.#scratch = buf;
+    }
   }
 
   /** Read into `into` without allocating; resolves the byte count (0 at end of stream). */
