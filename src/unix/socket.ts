@@ -101,6 +101,19 @@ export class ReceivedMessage implements Disposable {
 /** Outcome of one raw receive: a message, end of stream, or "nothing yet". */
 type RawReceive = ReceivedMessage | null;
 
+/** What the GC backstop needs to release a socket nobody closed. */
+interface SocketResources {
+  fd: number;
+  watch: FdWatch | undefined;
+}
+
+// Backstop for sockets dropped without close(): release the fd when the
+// object is collected. Explicit close() is the normal path and unregisters.
+const droppedSockets = new FinalizationRegistry<SocketResources>((res) => {
+  res.watch?.close();
+  loadNative().qbn_close(res.fd);
+});
+
 /**
  * Base of all qbun unix sockets. Owns its fd; `close()` is idempotent and
  * rejects pending waits with {@link ClosedError}.
@@ -116,11 +129,15 @@ export class UnixSocket implements Disposable, AsyncDisposable {
   readonly #addrBuf = new Uint8Array(SOCKADDR_UN_SIZE);
   #fdBuf = new Int32Array(16);
 
+  readonly #resources: SocketResources;
+
   /** @internal adopt a socket fd created by qbun (non-blocking, close-on-exec). */
   constructor(fd: number, type: SocketType) {
     this.native = loadNative();
     this.#fd = fd;
     this.type = type;
+    this.#resources = { fd, watch: undefined };
+    droppedSockets.register(this, this.#resources, this);
   }
 
   /** The socket's fd. Throws {@link ClosedError} after close. */
@@ -206,7 +223,7 @@ export class UnixSocket implements Disposable, AsyncDisposable {
   async #makeWatch(): Promise<FdWatch> {
     const reactor = await Reactor.get();
     const fd = this.fd; // throws if closed meanwhile
-    this.#watch ??= reactor.watch(fd);
+    this.#watch ??= this.#resources.watch = reactor.watch(fd);
     this.#watch.setRef(this.#ref);
     return this.#watch;
   }
@@ -331,6 +348,7 @@ export class UnixSocket implements Disposable, AsyncDisposable {
     if (this.#fd < 0) return;
     const fd = this.#fd;
     this.#fd = -1;
+    droppedSockets.unregister(this);
     this.#watch?.close();
     this.#watch = undefined;
     this.native.qbn_close(fd);
