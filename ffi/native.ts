@@ -108,7 +108,7 @@ export function loadNative(): Native {
   }
   const sourcePath = join(import.meta.dir, "qbun.c");
   if (embeddedSource === undefined && existsSync(sourcePath)) {
-    native = cc({ source: sourcePath, flags: ["-w"], symbols }).symbols;
+    native = compileFromSource(sourcePath);
     build = "source";
   } else if (embeddedSource !== undefined) {
     native = compileHeaderFree(embeddedSource);
@@ -129,6 +129,28 @@ function runningLibc(): string {
   return match[1]!;
 }
 
+/**
+ * TinyCC reports a missing header or library as "include file 'x.h' not
+ * found" / "file 'x' not found" / "library 'c' not found".
+ */
+const MISSING_FILE = /\b(?:include file|file|library) '[^']*' not found/;
+
+function compileFromSource(sourcePath: string): Native {
+  try {
+    return cc({ source: sourcePath, flags: ["-w"], symbols }).symbols;
+  } catch (error) {
+    const detail = String((error as Error)?.message ?? error).trim();
+    const hint = MISSING_FILE.test(detail)
+      ? " Building it from source needs the C library headers and the libc.so link script" +
+        " (Debian/Ubuntu: apt install libc6-dev; Fedora: dnf install glibc-devel)." +
+        " The standalone executable (bun scripts/build-binary.ts) embeds a header-free copy and needs neither."
+      : "";
+    throw new Error(`qbun: could not compile the C helper ${sourcePath} with bun:ffi cc (TinyCC).${hint}\n${detail}`, {
+      cause: error,
+    });
+  }
+}
+
 function compileHeaderFree(text: string): Native {
   const libcPath = runningLibc();
   // memfd_create straight from libc: the helper that wraps it is what we are building.
@@ -140,12 +162,22 @@ function compileHeaderFree(text: string): Native {
   libc.close();
   if (fd < 0) throw new Error("qbun: memfd_create failed while loading the embedded helper");
   try {
-    writeSync(fd, text);
+    const bytes = Buffer.from(text, "utf8");
+    for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off);
     return cc({
+      // An array `source` works at run time; @types/bun declares a string.
       source: [`/proc/self/fd/${fd}`, libcPath] as unknown as string,
       flags: ["-nostdlib", "-w"],
       symbols,
     }).symbols;
+  } catch (error) {
+    const detail = String((error as Error)?.message ?? error).trim();
+    throw new Error(
+      `qbun: could not compile the embedded (header-free) C helper against ${libcPath}.` +
+        " Likely causes: the executable was built on another architecture or C library," +
+        ` or the helper uses a libc symbol this glibc does not export.\n${detail}`,
+      { cause: error },
+    );
   } finally {
     closeSync(fd);
   }

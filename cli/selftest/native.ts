@@ -1,0 +1,71 @@
+/**
+ * Self-test checks for the C helper and the unix-socket layer on top of it:
+ * it compiles and loads, an fd crosses a socketpair, SO_PEERCRED works.
+ * @module
+ */
+import { helperBuild, loadNative } from "../../ffi/native.ts";
+import { UnixStream } from "../../src/unix/index.ts";
+import { memfdWithText, readWholeFile, sameFile } from "../memfd.ts";
+import type { Check } from "./check.ts";
+
+/** How long the round trip may wait for its message. */
+const TIMEOUT_MS = 5_000;
+
+/** Checks of the native helper, in the order they run. */
+export const nativeChecks: readonly Check[] = [
+  {
+    id: "helper",
+    title: "C helper compiles and loads",
+    run() {
+      loadNative();
+      const build = helperBuild();
+      return build === "embedded"
+        ? "embedded build: header-free text compiled by TinyCC against the running libc.so.6"
+        : `${build} build: ffi/qbun.c compiled by TinyCC`;
+    },
+  },
+  {
+    id: "fd-passing",
+    title: "socketpair round trip with an fd",
+    needs: ["helper"],
+    async run() {
+      const [a, b] = UnixStream.pair();
+      using _a = a;
+      using _b = b;
+      b.passCredentials = true;
+      const content = `qbun selftest ${process.pid}`;
+      using file = memfdWithText("qbun-selftest", content);
+      await a.sendMessage(new TextEncoder().encode("ping"), { fds: [file], credentials: true });
+      const message = await b.receiveMessage({ signal: AbortSignal.timeout(TIMEOUT_MS) });
+      if (message === null) throw new Error("end of stream instead of the message");
+      using _message = message;
+      const text = new TextDecoder().decode(message.data);
+      if (text !== "ping") throw new Error(`payload "${text}", expected "ping"`);
+      const fd = message.fds[0];
+      if (message.fds.length !== 1 || fd === undefined) throw new Error(`${message.fds.length} fds arrived, expected 1`);
+      if (!sameFile(file.fd, fd.fd)) throw new Error("the fd that arrived is not the memfd that was sent");
+      if (readWholeFile(fd.fd) !== content) throw new Error("the passed memfd does not hold what was written");
+      const creds = message.credentials;
+      if (!creds) throw new Error("no SCM_CREDENTIALS arrived although SO_PASSCRED is on");
+      if (creds.pid !== process.pid) throw new Error(`SCM_CREDENTIALS pid ${creds.pid}, expected ${process.pid}`);
+      return `payload, 1 memfd (same inode, same content) and SCM_CREDENTIALS (pid ${creds.pid}) arrived`;
+    },
+  },
+  {
+    id: "peercred",
+    title: "SO_PEERCRED",
+    needs: ["helper"],
+    run() {
+      const [a, b] = UnixStream.pair();
+      using _a = a;
+      using _b = b;
+      const creds = b.peerCredentials();
+      const uid = process.getuid?.();
+      const gid = process.getgid?.();
+      if (creds.pid !== process.pid || creds.uid !== uid || creds.gid !== gid) {
+        throw new Error(`peer is pid ${creds.pid} uid ${creds.uid} gid ${creds.gid}; expected pid ${process.pid} uid ${uid} gid ${gid}`);
+      }
+      return `peer is this process: pid ${creds.pid}, uid ${creds.uid}, gid ${creds.gid}`;
+    },
+  },
+];
