@@ -425,11 +425,32 @@ static void reactor_push(qbn_reactor *r, uint32_t token, uint32_t value) {
   pthread_mutex_unlock(&r->lock);
 }
 
+/*
+ * struct epoll_event is packed on x86_64 (12 bytes), but glibc spells that
+ * with __attribute__((packed)), which its headers drop for compilers that
+ * do not define __GNUC__ -- TinyCC among them, giving a 16-byte struct and
+ * garbled events. So the helper lays the events out by hand.
+ */
+#if defined(__x86_64__)
+#define EV_SIZE 12
+#define EV_DATA 4
+#else
+#define EV_SIZE 16
+#define EV_DATA 8
+#endif
+#define EV_BATCH 64
+
+static void ev_put(char *ev, uint32_t events, uint64_t data) {
+  memset(ev, 0, EV_SIZE);
+  memcpy(ev, &events, 4);
+  memcpy(ev + EV_DATA, &data, 8);
+}
+
 static void *reactor_main(void *arg) {
   qbn_reactor *r = arg;
-  struct epoll_event evs[64];
+  char evs[EV_BATCH * EV_SIZE];
   for (;;) {
-    int n = epoll_wait(r->epfd, evs, 64, -1);
+    int n = epoll_wait(r->epfd, (struct epoll_event *)evs, EV_BATCH, -1);
     if (n < 0) {
       if (errno == EINTR) continue;
       break;
@@ -437,9 +458,12 @@ static void *reactor_main(void *arg) {
     int stop = 0, i;
     pthread_mutex_lock(&r->lock);
     for (i = 0; i < n; i++) {
-      uint64_t token = evs[i].data.u64;
+      uint32_t events;
+      uint64_t token;
+      memcpy(&events, evs + i * EV_SIZE, 4);
+      memcpy(&token, evs + i * EV_SIZE + EV_DATA, 8);
       if (token == UINT64_MAX) { stop = 1; continue; }
-      reactor_push_locked(r, (uint32_t)token, evs[i].events);
+      reactor_push_locked(r, (uint32_t)token, events);
     }
     pthread_mutex_unlock(&r->lock);
     if (stop) break;
@@ -454,11 +478,9 @@ void *qbn_reactor_create(int doorbell, int32_t *err) {
   r->epfd = epoll_create1(EPOLL_CLOEXEC);
   if (r->epfd < 0) { *err = NEG_ERRNO; free(r); return NULL; }
   if (pipe2(r->stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0) { *err = NEG_ERRNO; close(r->epfd); free(r); return NULL; }
-  struct epoll_event ev;
-  memset(&ev, 0, sizeof ev);
-  ev.events = EPOLLIN;
-  ev.data.u64 = UINT64_MAX;
-  epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->stop_pipe[0], &ev);
+  char ev[EV_SIZE];
+  ev_put(ev, EPOLLIN, UINT64_MAX);
+  epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->stop_pipe[0], (struct epoll_event *)ev);
   pthread_mutex_init(&r->lock, NULL);
   int e = pthread_create(&r->thread, NULL, reactor_main, r);
   if (e) {
@@ -473,13 +495,11 @@ void *qbn_reactor_create(int doorbell, int32_t *err) {
 
 /* Ask for one report when fd has any of `events` (EPOLLIN/EPOLLOUT...). */
 int qbn_reactor_arm(qbn_reactor *r, int fd, int events, int token) {
-  struct epoll_event ev;
-  memset(&ev, 0, sizeof ev);
-  ev.events = (uint32_t)events | EPOLLONESHOT;
-  ev.data.u64 = (uint32_t)token;
-  if (epoll_ctl(r->epfd, EPOLL_CTL_MOD, fd, &ev) == 0) return 0;
+  char ev[EV_SIZE];
+  ev_put(ev, (uint32_t)events | EPOLLONESHOT, (uint32_t)token);
+  if (epoll_ctl(r->epfd, EPOLL_CTL_MOD, fd, (struct epoll_event *)ev) == 0) return 0;
   if (errno != ENOENT) return NEG_ERRNO;
-  return epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? NEG_ERRNO : 0;
+  return epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, (struct epoll_event *)ev) < 0 ? NEG_ERRNO : 0;
 }
 
 /* Forget fd (call before closing it). ENOENT is not an error. */
