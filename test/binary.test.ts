@@ -52,17 +52,69 @@ interface SelftestJson {
 
 const hasLibcHeaders = existsSync("/usr/include/stdio.h");
 
+/** The shared-memory checks (cli/selftest/shm.ts), in the order they run. */
+const SHM_CHECKS = ["shm-memfd-seals", "shm-readonly-fd", "shm-circular", "shm-semaphore"];
+
+/** Every selftest check, in the order they run. */
+const ALL_CHECKS = ["helper", "fd-passing", "peercred", ...SHM_CHECKS];
+
+/**
+ * Expects every check of `report` to have passed, in the usual order; a
+ * failure shows the detail of each check that did not pass.
+ */
+function expectAllPassed(report: SelftestJson): void {
+  const outcome = (c: SelftestJson["checks"][number]) => [c.id, c.status === "pass" ? "pass" : `${c.status}: ${c.detail}`];
+  expect(report.checks.map(outcome)).toEqual(ALL_CHECKS.map((id) => [id, "pass"]));
+  expect(report.ok).toBe(true);
+}
+
+/** What `demo --json` must report wherever it runs (the build aside). */
+function expectDemoReport(report: any): void {
+  expect(report).toMatchObject({
+    ok: true,
+    reply: "thanks",
+    fd: {
+      sameFile: true,
+      readOnly: true,
+      seals: ["shrink", "grow", "write"],
+      writableMapping: "EACCES",
+      reopened: { step: "mmap", code: "EPERM" },
+    },
+    afterClose: "ECONNREFUSED",
+  });
+  expect(report.fd.target).toMatch(/^\/memfd:qbun-demo/);
+  expect(report.fd.content).toMatch(/^hello from pid \d+, written and sealed before the fd was sent$/);
+  expect(report.messageCredentials.pid).toBe(report.peerCredentials.pid);
+}
+
 describe("qbun from source (bun cli/main.ts)", () => {
   test.skipIf(!hasLibcHeaders)("selftest passes and reports the source build", () => {
     const ran = run([bun, cliMain, "selftest", "--json"]);
     const report = json<SelftestJson>(ran);
     expect(report.build).toBe("source");
-    expect(report.checks.map((c) => [c.id, c.status])).toEqual([
-      ["helper", "pass"],
-      ["fd-passing", "pass"],
-      ["peercred", "pass"],
-    ]);
-    expect(report.ok).toBe(true);
+    expectAllPassed(report);
+    expect(ran.exitCode).toBe(0);
+  });
+
+  test.skipIf(!hasLibcHeaders)("selftest text lists the shared-memory checks and the verdict", () => {
+    const ran = run([bun, cliMain, "selftest"]);
+    expect(ran.exitCode).toBe(0);
+    for (const title of [
+      "memfd: seals refuse grow/shrink/write",
+      "read-only fd cannot be mapped writable",
+      "circular mapping mirrors its halves",
+      "semaphore: post wakes an async wait",
+    ]) {
+      expect(ran.stdout).toContain(`PASS  ${title}`);
+    }
+    expect(ran.stdout).toContain(`verdict: OK (${ALL_CHECKS.length} of ${ALL_CHECKS.length} checks passed)`);
+  });
+
+  test.skipIf(!hasLibcHeaders)("demo --json passes a sealed memfd read-only", () => {
+    const ran = run([bun, cliMain, "demo", "--json"]);
+    const report = json(ran);
+    expect(report.build).toBe("source");
+    expectDemoReport(report);
     expect(ran.exitCode).toBe(0);
   });
 
@@ -111,27 +163,33 @@ describe("the standalone executable", () => {
     const ran = run([qbun, "selftest", "--json"], { cwd: dir });
     const report = json<SelftestJson>(ran);
     expect(report.build).toBe("embedded");
-    expect(report.checks.every((c) => c.status === "pass")).toBe(true);
+    expectAllPassed(report);
     expect(ran.exitCode).toBe(0);
   });
 
-  test("demo passes a memfd and credentials and says so", () => {
+  test("demo passes a sealed memfd read-only, with credentials, and says so", () => {
     const ran = run([qbun, "demo"], { cwd: dir });
     expect(ran.stderr).toBe("");
     expect(ran.exitCode).toBe(0);
     expect(ran.stdout).toContain("embedded build");
     expect(ran.stdout).toMatch(/listening on @qbun-demo-/);
     expect(ran.stdout).toMatch(/accepted a connection from pid \d+ .*SO_PEERCRED\)/);
-    expect(ran.stdout).toMatch(/received "here is a memfd" with 1 fd, .*the same file/);
-    expect(ran.stdout).toContain('the file reads: "hello from pid');
+    expect(ran.stdout).toContain("sealed it: shrink, grow, write");
+    expect(ran.stdout).toMatch(/sent "here is a memfd" with a read-only fd for it \(fd \d+\)/);
+    expect(ran.stdout).toMatch(/received "here is a memfd" with 1 fd, .*the same file, open read-only\)/);
     expect(ran.stdout).toContain("(SCM_CREDENTIALS)");
+    expect(ran.stdout).toContain('mapped it read-only; the file reads: "hello from pid');
+    expect(ran.stdout).toContain("mapping it writable fails with EACCES: the fd is read-only");
+    expect(ran.stdout).toContain("even reopened read-write via /proc, a writable mapping fails with EPERM");
+    expect(ran.stdout).toContain('got the reply "thanks"');
+    expect(ran.stdout).toMatch(/connecting to @qbun-demo-\S+ now fails with ECONNREFUSED/);
   });
 
   test("demo --json", () => {
     const ran = run([qbun, "demo", "--json"], { cwd: dir });
     const report = json(ran);
-    expect(report).toMatchObject({ ok: true, build: "embedded", reply: "thanks", fd: { sameFile: true } });
-    expect(report.messageCredentials.pid).toBe(report.peerCredentials.pid);
+    expect(report.build).toBe("embedded");
+    expectDemoReport(report);
     expect(ran.exitCode).toBe(0);
   });
 
@@ -161,7 +219,16 @@ describe("the standalone executable", () => {
       expect(ran.stderr).toContain("hidden: /usr/include has no stdio.h");
       const report = json<SelftestJson>(ran);
       expect(report.build).toBe("embedded");
-      expect(report.checks.every((c) => c.status === "pass")).toBe(true);
+      expectAllPassed(report);
+      expect(ran.exitCode).toBe(0);
+    });
+
+    test.skipIf(why !== undefined)(`the executable's demo passes${why ? ` (skipped: ${why})` : ""}`, () => {
+      const ran = hide([qbun, "demo", "--json"]);
+      expect(ran.stderr).toContain("hidden: /usr/include has no stdio.h");
+      const report = json(ran);
+      expect(report.build).toBe("embedded");
+      expectDemoReport(report);
       expect(ran.exitCode).toBe(0);
     });
 
@@ -178,7 +245,7 @@ describe("the standalone executable", () => {
       expect(helper?.detail).toContain("could not compile the C helper");
       expect(helper?.detail).toContain("libc6-dev");
       expect(helper?.detail).toMatch(/include file '.*' not found/);
-      expect(rest.every((c) => c.status === "skip")).toBe(true);
+      expect(rest.map((c) => [c.id, c.status, c.detail])).toEqual(ALL_CHECKS.slice(1).map((id) => [id, "skip", "needs helper"]));
     });
   });
 });

@@ -7,11 +7,12 @@ import * as v from "valibot";
 import { helperBuild } from "../../ffi/native.ts";
 import { runChecks, type Check, type CheckResult } from "../selftest/check.ts";
 import { nativeChecks } from "../selftest/native.ts";
+import { shmChecks } from "../selftest/shm.ts";
 import { VERSION } from "../version.ts";
 import { defineCommand } from "./command.ts";
 
-/** Every self-test check, in order. New areas (shared memory, …) append theirs here. */
-const checks: readonly Check[] = [...nativeChecks];
+/** Every self-test check, in order. New areas append theirs here. */
+const checks: readonly Check[] = [...nativeChecks, ...shmChecks];
 
 /** What `qbun selftest --json` prints. */
 export interface SelftestReport {
@@ -34,11 +35,12 @@ const LABEL = { pass: "PASS", fail: "FAIL", skip: "SKIP" } as const;
 /** The `selftest` command. */
 export const selftest = defineCommand({
   name: "selftest",
-  summary: "Check that qbun works here: the C helper, fd passing, SO_PEERCRED",
+  summary: "Check that qbun works here: the C helper, fd passing, SO_PEERCRED, shared memory",
   description:
     "Compiles and loads the C helper (from ffi/qbun.c, or the header-free copy embedded in the\n" +
-    "standalone executable), passes a memfd with credentials over a socketpair, and reads\n" +
-    "SO_PEERCRED. Exit code 0 when every check passed, 1 otherwise.",
+    "standalone executable), passes a memfd with credentials over a socketpair, reads\n" +
+    "SO_PEERCRED, then checks shared memory: memfd seals, read-only fds, circular mappings and\n" +
+    "process-shared semaphores. Exit code 0 when every check passed, 1 otherwise.",
   flags: {
     json: { type: "boolean", help: "Print one JSON object instead of text" },
   },

@@ -4,8 +4,8 @@
  * @module
  */
 import { helperBuild, loadNative } from "../../ffi/native.ts";
+import { SharedMemory } from "../../src/shm/index.ts";
 import { UnixStream } from "../../src/unix/index.ts";
-import { memfdWithText, readWholeFile, sameFile } from "../memfd.ts";
 import type { Check } from "./check.ts";
 
 /** How long the round trip may wait for its message. */
@@ -34,8 +34,11 @@ export const nativeChecks: readonly Check[] = [
       using _b = b;
       b.passCredentials = true;
       const content = `qbun selftest ${process.pid}`;
-      using file = memfdWithText("qbun-selftest", content);
-      await a.sendMessage(new TextEncoder().encode("ping"), { fds: [file], credentials: true });
+      const bytes = new TextEncoder().encode(content);
+      using file = SharedMemory.memfd({ size: bytes.length, name: "qbun-selftest" });
+      using written = file.map();
+      written.bytes.set(bytes);
+      await a.sendMessage(new TextEncoder().encode("ping"), { fds: [file.fd], credentials: true });
       const message = await b.receiveMessage({ signal: AbortSignal.timeout(TIMEOUT_MS) });
       if (message === null) throw new Error("end of stream instead of the message");
       using _message = message;
@@ -43,12 +46,17 @@ export const nativeChecks: readonly Check[] = [
       if (text !== "ping") throw new Error(`payload "${text}", expected "ping"`);
       const fd = message.fds[0];
       if (message.fds.length !== 1 || fd === undefined) throw new Error(`${message.fds.length} fds arrived, expected 1`);
-      if (!sameFile(file.fd, fd.fd)) throw new Error("the fd that arrived is not the memfd that was sent");
-      if (readWholeFile(fd.fd) !== content) throw new Error("the passed memfd does not hold what was written");
+      using received = SharedMemory.fromFd(fd);
+      using mapped = received.map({ access: "read-only" });
+      const got = mapped.view.text();
+      if (got !== content) throw new Error(`the passed memfd reads "${got}", expected "${content}"`);
+      // A write made after passing shows through the received fd only if both name the same memory.
+      written.bytes[0] = 0x51; // "Q"
+      if (mapped.view.at(0) !== 0x51) throw new Error("a write made after sending the memfd does not show through the fd that arrived: not the same memory");
       const creds = message.credentials;
       if (!creds) throw new Error("no SCM_CREDENTIALS arrived although SO_PASSCRED is on");
       if (creds.pid !== process.pid) throw new Error(`SCM_CREDENTIALS pid ${creds.pid}, expected ${process.pid}`);
-      return `payload, 1 memfd (same inode, same content) and SCM_CREDENTIALS (pid ${creds.pid}) arrived`;
+      return `payload, 1 memfd (same content; later writes show through: the same memory) and SCM_CREDENTIALS (pid ${creds.pid}) arrived`;
     },
   },
   {
