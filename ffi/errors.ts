@@ -5,9 +5,12 @@
 import os from "node:os";
 import util from "node:util";
 
-const errnoNames = new Map<number, string>(
-  Object.entries(os.constants.errno).map(([name, value]) => [value, name]),
-);
+// Some numbers have two names (EAGAIN/EWOULDBLOCK, ENOTSUP/EOPNOTSUPP): keep
+// the first, which is the one Node reports (util.getSystemErrorName).
+const errnoNames = new Map<number, string>();
+for (const [name, value] of Object.entries(os.constants.errno)) {
+  if (!errnoNames.has(value)) errnoNames.set(value, name);
+}
 
 /** The symbolic name (`"EADDRINUSE"`) of a positive errno value. */
 export function errnoName(errno: number): string {
@@ -52,7 +55,7 @@ export class QbunSystemError extends Error {
     const where = context.address ?? context.path;
     super(
       `${syscall}${where ? ` ${where}` : ""} failed: ${what} (${code})` +
-        (context.hint ? `. ${context.hint}` : ""),
+        (context.hint ? `. ${context.hint[0]!.toUpperCase()}${context.hint.slice(1)}` : ""),
     );
     this.name = "QbunSystemError";
     this.code = code;

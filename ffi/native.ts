@@ -62,6 +62,7 @@ const symbols = {
   qbn_sem_getvalue: { args: ["ptr"], returns: "int" },
   qbn_sem_timedwait: { args: ["ptr", "i64"], returns: "int" },
   qbn_sizeof_sem: { args: [], returns: "int" },
+  qbn_page_size: { args: [], returns: "int" },
   qbn_reactor_create: { args: ["int", "ptr"], returns: "ptr" },
   qbn_reactor_arm: { args: ["ptr", "int", "int", "int"], returns: "int" },
   qbn_reactor_forget: { args: ["ptr", "int"], returns: "int" },

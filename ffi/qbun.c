@@ -357,6 +357,7 @@ int qbn_sem_getvalue(void *sem) {
   return v;
 }
 int qbn_sizeof_sem(void) { return (int)sizeof(sem_t); }
+int qbn_page_size(void) { return (int)sysconf(_SC_PAGESIZE); }
 
 static void deadline_after(struct timespec *ts, int64_t ms) {
   clock_gettime(CLOCK_MONOTONIC, ts);

@@ -42,9 +42,12 @@ export class Semaphore implements MappingDependent {
   private constructor(mapping: Mapping, offset: number) {
     if (mapping.access !== "read-write") throw new QbunArgumentError("a semaphore needs a read-write mapping");
     if (offset % 8 !== 0) throw new QbunArgumentError(`a semaphore must be 8-byte aligned; offset ${offset} is not`);
+    this.#native = loadNative();
+    if (this.#native.qbn_sizeof_sem() !== SEMAPHORE_SIZE) {
+      throw new Error(`qbun: this C library's sem_t is ${this.#native.qbn_sizeof_sem()} bytes, not ${SEMAPHORE_SIZE}: unsupported platform`);
+    }
     this.#mapping = mapping;
     this.#ptr = mapping.pointerAt(offset, SEMAPHORE_SIZE) as Pointer;
-    this.#native = loadNative();
     mapping.addDependent(this);
   }
 

@@ -225,7 +225,12 @@ export class SharedMemory implements Disposable {
   /**
    * A new read-only fd for the same memory (reopened through /proc): a
    * process that receives it cannot map it writable — its mmap(PROT_WRITE)
-   * fails with EACCES.
+   * fails with EACCES — nor write(2) or resize it.
+   *
+   * The access mode belongs to this fd only: a receiver with permission on
+   * the file itself could open `/proc/self/fd/N` again read-write (a memfd's
+   * mode is 0777). To make the contents immutable for everyone, add the
+   * `write` (or `future-write`) seal before handing the fd out.
    */
   readOnlyFd(): OwnedFd {
     return new OwnedFd(check(this.#native.qbn_reopen(this.fd, O_RDONLY), "open(/proc/self/fd, O_RDONLY)"));
@@ -245,7 +250,7 @@ export class SharedMemory implements Disposable {
    */
   mapCircular(options: { access?: MapAccess } = {}): Mapping {
     const size = this.size;
-    const page = 4096;
+    const page = this.#native.qbn_page_size();
     if (size === 0 || size % page !== 0) throw new QbunArgumentError(`a circular mapping needs a size that is a multiple of ${page}, got ${size}`);
     return Mapping.map(this.fd, size, 0, options.access ?? (this.readOnly ? "read-only" : "read-write"), true);
   }
