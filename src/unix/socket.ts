@@ -50,7 +50,7 @@ export interface SendOptions {
 export interface ReceiveOptions {
   /** Largest payload to accept; longer datagrams are cut and marked `truncated`. */
   maxBytes?: number;
-  /** Most fds to accept; more set `controlTruncated` (the kernel closes the rest). */
+  /** Most fds to accept; more set `controlTruncated` (the rest are closed). */
   maxFds?: number;
   /** Cancels the wait. Nothing is consumed from the socket when aborted. */
   signal?: AbortSignal;
@@ -72,7 +72,7 @@ export class ReceivedMessage implements Disposable {
   readonly from: UnixAddress | undefined;
   /** The datagram was longer than `maxBytes`; the rest was discarded. */
   readonly truncated: boolean;
-  /** Control data did not fit: some fds were dropped by the kernel (MSG_CTRUNC). */
+  /** More fds arrived than `maxFds` allowed (or MSG_CTRUNC): the surplus was closed. */
   readonly controlTruncated: boolean;
 
   /** @internal */
@@ -280,7 +280,13 @@ export class UnixSocket implements Disposable, AsyncDisposable {
    */
   protected async receiveRaw(options: ReceiveOptions, exactLength: boolean, wantFrom: boolean): Promise<RawReceive> {
     const maxFds = options.maxFds ?? 16;
-    if (this.#fdBuf.length < maxFds) this.#fdBuf = new Int32Array(maxFds);
+    // The control buffer sized for maxFds has slack (CMSG alignment, room for
+    // credentials), so the kernel can deliver more than maxFds fds without
+    // MSG_CTRUNC, and the helper would close the surplus silently. Ask for
+    // one more: if it arrives, more than maxFds came; close the surplus here
+    // and report controlTruncated.
+    const fdRoom = maxFds + 1;
+    if (this.#fdBuf.length < fdRoom) this.#fdBuf = new Int32Array(fdRoom);
     const meta = this.#meta;
     for (;;) {
       options.signal?.throwIfAborted();
@@ -303,7 +309,7 @@ export class UnixSocket implements Disposable, AsyncDisposable {
         wantFrom ? this.#addrBuf : null,
         meta,
         this.#fdBuf,
-        maxFds,
+        fdRoom,
         0,
       );
       if (rc === -EAGAIN) {
@@ -312,11 +318,13 @@ export class UnixSocket implements Disposable, AsyncDisposable {
       }
       if (rc < 0) throw new QbunSystemError(-rc, "recvmsg");
       const flags = meta[1]!;
+      const arrived = meta[2]!;
       const fds: OwnedFd[] = [];
-      for (let i = 0; i < meta[2]!; i++) fds.push(new OwnedFd(this.#fdBuf[i]!));
+      for (let i = 0; i < Math.min(arrived, maxFds); i++) fds.push(new OwnedFd(this.#fdBuf[i]!));
+      for (let i = maxFds; i < arrived; i++) this.native.qbn_close(this.#fdBuf[i]!);
       const credentials = meta[3] ? { pid: meta[4]!, uid: meta[5]! >>> 0, gid: meta[6]! >>> 0 } : undefined;
       // A stream (or seqpacket) read of 0 bytes with no fds is end of stream.
-      if (rc === 0 && this.type !== "datagram" && fds.length === 0) return null;
+      if (rc === 0 && this.type !== "datagram" && arrived === 0) return null;
       const from = wantFrom ? decodeAddress(this.#addrBuf, meta[0]!) : undefined;
       return new ReceivedMessage(
         rc === size ? data : data.subarray(0, rc),
@@ -324,7 +332,7 @@ export class UnixSocket implements Disposable, AsyncDisposable {
         credentials,
         from,
         (flags & MSG_TRUNC) !== 0,
-        (flags & MSG_CTRUNC) !== 0,
+        (flags & MSG_CTRUNC) !== 0 || arrived > maxFds,
       );
     }
   }
