@@ -49,9 +49,17 @@ export class UnixStream extends UnixSocket {
   /**
    * Write all of `data`. When the kernel buffer is full, waits for room
    * (backpressure): the promise settles once every byte is accepted. EPIPE
-   * or ECONNRESET when the peer has gone.
+   * or ECONNRESET when the peer has gone. Writes (and `sendMessage`) are
+   * queued: one starts when the one before has finished, so writes issued
+   * without awaiting never interleave. An aborted signal rejects a write
+   * that is queued or waiting for room (bytes already sent stay sent).
    */
-  async write(data: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<void> {
+  write(data: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<void> {
+    return this.#queueWrite(() => this.#writeAll(data, options.signal));
+  }
+
+  async #writeAll(data: Uint8Array, signal: AbortSignal | undefined): Promise<void> {
+    signal?.throwIfAborted();
     let offset = 0;
     while (offset < data.byteLength) {
       const rc = this.native.qbn_send(this.fd, data.subarray(offset), data.byteLength - offset, 0);
@@ -60,8 +68,29 @@ export class UnixStream extends UnixSocket {
         continue;
       }
       if (rc !== -11) throw new QbunSystemError(-rc, "send");
-      await this.waitWritable(options.signal);
+      await this.waitWritable(signal);
     }
+  }
+
+  /** The last queued write (settles, never rejects); undefined when none is in flight. */
+  #writeTail: Promise<void> | undefined;
+
+  /**
+   * Run `send` once every earlier write has finished. A write waiting for
+   * room must not let a later write's bytes in ahead of its own remainder.
+   */
+  #queueWrite(send: () => Promise<void>): Promise<void> {
+    const tail = this.#writeTail;
+    const run = tail ? tail.then(send) : send();
+    const settled = run.then(
+      () => {},
+      () => {},
+    );
+    this.#writeTail = settled;
+    void settled.then(() => {
+      if (this.#writeTail === settled) this.#writeTail = undefined;
+    });
+    return run;
   }
 
   #scratch: Uint8Array | undefined;
@@ -107,8 +136,10 @@ export class UnixStream extends UnixSocket {
    */
   async sendMessage(data: Uint8Array, options: SendOptions = {}): Promise<void> {
     if (data.byteLength === 0) throw new RangeError("a stream message needs at least one byte to carry its ancillary data");
-    let sent = await this.sendRaw(data, options, undefined);
-    if (sent < data.byteLength) await this.write(data.subarray(sent), options);
+    await this.#queueWrite(async () => {
+      const sent = await this.sendRaw(data, options, undefined);
+      if (sent < data.byteLength) await this.#writeAll(data.subarray(sent), options.signal);
+    });
   }
 
   /** Receive bytes with any fds/credentials that came with them; null at end of stream. */
