@@ -61,11 +61,13 @@ export class UnixDatagram extends UnixSocket {
   /** Send one datagram to the connected peer. */
   async send(data: Uint8Array, options: SendOptions = {}): Promise<void> {
     await this.sendRaw(data, options, undefined);
+    this.#backoff = 0;
   }
 
   /** Send one datagram to `address`. */
   async sendTo(address: AddressInput, data: Uint8Array, options: SendOptions = {}): Promise<void> {
     await this.sendRaw(data, options, encodeAddress(address));
+    this.#backoff = 0; // the receiver had room again: start the next wait short
   }
 
   /** Receive one datagram with its sender's address and ancillary data. */
