@@ -3,7 +3,7 @@
  * padded abstract form, checked against Python and C peers in both
  * directions; invalid addresses are refused before any system call.
  */
-import { describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync } from "node:fs";
 import {
   QbunArgumentError,
@@ -15,7 +15,9 @@ import {
   type AddressInput,
 } from "../src/unix/index.ts";
 import { bytes, openFdCount, tempDir, text, uniqueName } from "./helpers/env.ts";
-import { compileC, Peer, PyPeer, pyAddr } from "./helpers/peers.ts";
+import { compileC, removeCBuilds, Peer, PyPeer, pyAddr } from "./helpers/peers.ts";
+
+afterAll(removeCBuilds);
 
 /** Expect `fn` to fail with a QbunSystemError of this code from this syscall. */
 async function expectSystemError(fn: () => unknown, code: string, syscall: string): Promise<QbunSystemError> {

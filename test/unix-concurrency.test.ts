@@ -2,7 +2,7 @@
  * Many clients at once against one qbun server: 100 qbun clients (stream,
  * seqpacket, datagram) and 100 threads of a gcc-built C client.
  */
-import { describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test } from "bun:test";
 import {
   UnixDatagram,
   UnixListener,
@@ -10,7 +10,9 @@ import {
   UnixStream,
 } from "../src/unix/index.ts";
 import { bytes, settlesWithin, tempDir, text, uniqueName } from "./helpers/env.ts";
-import { compileC, Peer } from "./helpers/peers.ts";
+import { compileC, removeCBuilds, Peer } from "./helpers/peers.ts";
+
+afterAll(removeCBuilds);
 
 const N = 100;
 

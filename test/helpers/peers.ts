@@ -210,6 +210,9 @@ export async function compileC(name: string): Promise<string> {
   return out;
 }
 
-process.on("exit", () => {
+/** Remove the binaries built by {@link compileC} (call from afterAll). */
+export function removeCBuilds(): void {
   if (cBuildDir) rmSync(cBuildDir, { recursive: true, force: true });
-});
+  cBuildDir = undefined;
+  cBuilt.clear();
+}
