@@ -291,8 +291,11 @@ int qbn_sendmsg(int fd, const void *data, int64_t len, const void *addr, int add
  *   [1] out: msg_flags (MSG_TRUNC, MSG_CTRUNC, ...)
  *   [2] out: number of fds written to fds_out
  *   [3] out: 1 if credentials arrived, then [4] pid, [5] uid, [6] gid
- * Every fd that arrives is returned, even when more arrived than max_fds
- * (the kernel truncates then, which msg_flags reports): the caller owns them.
+ *   [7] out: fds that arrived beyond max_fds and were closed here (the
+ *            control buffer has slack from CMSG alignment and the room kept
+ *            for credentials, so the kernel may deliver more than asked for
+ *            without setting MSG_CTRUNC)
+ * The first max_fds fds are returned: the caller owns them.
  */
 int qbn_recvmsg(int fd, void *data, int64_t len, void *addr, int32_t *meta,
                 int32_t *fds_out, int max_fds, int flags) {
@@ -320,6 +323,7 @@ int qbn_recvmsg(int fd, void *data, int64_t len, void *addr, int32_t *meta,
   meta[1] = msg.msg_flags;
   meta[2] = 0;
   meta[3] = 0;
+  meta[7] = 0;
   int nout = 0;
   struct cmsghdr *c;
   for (c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
@@ -332,7 +336,7 @@ int qbn_recvmsg(int fd, void *data, int64_t len, void *addr, int32_t *meta,
         int v;
         memcpy(&v, p + i, sizeof v);
         if (nout < max_fds) fds_out[nout++] = v;
-        else close(v); /* cannot happen: the buffer holds max_fds; defensive */
+        else { close(v); meta[7]++; }
       }
     } else if (c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
       struct ucred u;

@@ -300,3 +300,26 @@ describe("abstract names: the short and the padded form are different sockets", 
     expect(got.from).toEqual(pyAddr.padded(name));
   });
 });
+
+describe("reported addresses can be used again", () => {
+  test("a datagram's `from` (padded, short or path) is a valid sendTo address", async () => {
+    using dir = tempDir("from");
+    const senders = [
+      UnixDatagram.bound({ abstract: uniqueName("from-padded"), padded: true }),
+      UnixDatagram.bound(`\0${uniqueName("from-short")}`),
+      UnixDatagram.bound(dir.file("from.sock")),
+    ];
+    using receiver = UnixDatagram.bound(`\0${uniqueName("from-rx")}`);
+    try {
+      for (const sender of senders) {
+        await sender.sendTo(receiver.localAddress(), bytes("ping"));
+        const msg = await receiver.receive({ signal: AbortSignal.timeout(5000) });
+        await receiver.sendTo(msg.from!, bytes("pong"));
+        expect(text((await sender.receive({ signal: AbortSignal.timeout(5000) })).data)).toBe("pong");
+      }
+      expect(() => receiver.sendTo({ kind: "unnamed" }, bytes("x"))).toThrow(QbunArgumentError);
+    } finally {
+      for (const s of senders) s.close();
+    }
+  });
+});

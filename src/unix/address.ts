@@ -28,12 +28,14 @@ export type UnixAddress =
  * What a user may pass as an address:
  * - `"/run/x.sock"` or `{ path }`: a filesystem socket;
  * - `"\0name"` or `{ abstract: "name" }`: a short-form abstract name;
- * - `{ abstract: "name", padded: true }`: libqb's full-length abstract name.
+ * - `{ abstract: "name", padded: true }`: libqb's full-length abstract name;
+ * - a {@link UnixAddress} qbun reported, such as a datagram's `from`.
  */
 export type AddressInput =
   | string
   | { readonly path: string }
-  | { readonly abstract: string | Uint8Array; readonly padded?: boolean };
+  | { readonly abstract: string | Uint8Array; readonly padded?: boolean }
+  | UnixAddress;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -54,6 +56,10 @@ export function encodeAddress(input: AddressInput): EncodedAddress {
   bytes[0] = AF_UNIX;
   if (typeof input === "string") {
     input = input.startsWith("\0") ? { abstract: input.slice(1) } : { path: input };
+  } else if ("kind" in input) {
+    // An address qbun reported (e.g. a datagram's `from`), passed back in.
+    if (input.kind === "unnamed") throw new QbunArgumentError("an unnamed socket has no address to send to or bind");
+    input = input.kind === "path" ? { path: input.path } : { abstract: input.name, padded: input.padded };
   }
   if ("path" in input) {
     const path = input.path;

@@ -280,13 +280,7 @@ export class UnixSocket implements Disposable, AsyncDisposable {
    */
   protected async receiveRaw(options: ReceiveOptions, exactLength: boolean, wantFrom: boolean): Promise<RawReceive> {
     const maxFds = options.maxFds ?? 16;
-    // The control buffer sized for maxFds has slack (CMSG alignment, room for
-    // credentials), so the kernel can deliver more than maxFds fds without
-    // MSG_CTRUNC, and the helper would close the surplus silently. Ask for
-    // one more: if it arrives, more than maxFds came; close the surplus here
-    // and report controlTruncated.
-    const fdRoom = maxFds + 1;
-    if (this.#fdBuf.length < fdRoom) this.#fdBuf = new Int32Array(fdRoom);
+    if (this.#fdBuf.length < maxFds) this.#fdBuf = new Int32Array(maxFds);
     const meta = this.#meta;
     for (;;) {
       options.signal?.throwIfAborted();
@@ -309,7 +303,7 @@ export class UnixSocket implements Disposable, AsyncDisposable {
         wantFrom ? this.#addrBuf : null,
         meta,
         this.#fdBuf,
-        fdRoom,
+        maxFds,
         0,
       );
       if (rc === -EAGAIN) {
@@ -319,12 +313,12 @@ export class UnixSocket implements Disposable, AsyncDisposable {
       if (rc < 0) throw new QbunSystemError(-rc, "recvmsg");
       const flags = meta[1]!;
       const arrived = meta[2]!;
+      const surplusClosed = meta[7]!;
       const fds: OwnedFd[] = [];
-      for (let i = 0; i < Math.min(arrived, maxFds); i++) fds.push(new OwnedFd(this.#fdBuf[i]!));
-      for (let i = maxFds; i < arrived; i++) this.native.qbn_close(this.#fdBuf[i]!);
+      for (let i = 0; i < arrived; i++) fds.push(new OwnedFd(this.#fdBuf[i]!));
       const credentials = meta[3] ? { pid: meta[4]!, uid: meta[5]! >>> 0, gid: meta[6]! >>> 0 } : undefined;
       // A stream (or seqpacket) read of 0 bytes with no fds is end of stream.
-      if (rc === 0 && this.type !== "datagram" && arrived === 0) return null;
+      if (rc === 0 && this.type !== "datagram" && arrived === 0 && surplusClosed === 0) return null;
       const from = wantFrom ? decodeAddress(this.#addrBuf, meta[0]!) : undefined;
       return new ReceivedMessage(
         rc === size ? data : data.subarray(0, rc),
@@ -332,7 +326,7 @@ export class UnixSocket implements Disposable, AsyncDisposable {
         credentials,
         from,
         (flags & MSG_TRUNC) !== 0,
-        (flags & MSG_CTRUNC) !== 0 || arrived > maxFds,
+        (flags & MSG_CTRUNC) !== 0 || surplusClosed > 0,
       );
     }
   }
