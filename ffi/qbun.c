@@ -21,7 +21,9 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
+#include <linux/io_uring.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -387,46 +389,78 @@ int qbn_sem_timedwait(void *sem, int64_t ms) { return sem_wait_ms((sem_t *)sem, 
 
 /* ---------------------------------------------------------------- reactor */
 /*
- * Readiness for Bun's event loop without polling. One thread blocks in
- * epoll_wait on the fds JS is waiting for (EPOLLONESHOT: one report per arm).
- * Reports, and results of semaphore waits done on their own threads, go into
- * a queue; when the queue turns non-empty one byte is written to a doorbell
- * socket that Bun itself watches (Bun.connect({ fd })), and JS drains the
- * queue in its data callback.
+ * Readiness for Bun's event loop without polling. JS asks for one report when
+ * an fd becomes readable/writable ("arm"); the report reaches JS through a
+ * doorbell socket whose other end Bun itself watches (Bun.connect({ fd })),
+ * and JS then drains the reports. Two backends:
+ *
+ * - io_uring (preferred): each arm is a one-shot IORING_OP_POLL_ADD,
+ *   hard-linked to a 1-byte IORING_OP_SEND on the doorbell. The kernel runs
+ *   both as task work on the submitting thread -- Bun's -- so a wake-up costs
+ *   one thread wake, as for Bun's own sockets. Completions are read from the
+ *   completion ring in drain.
+ * - epoll thread (fallback where io_uring is missing or disabled): a thread
+ *   blocks in epoll_wait (EPOLLONESHOT interest) and queues the reports.
+ *
+ * Either way, semaphore waits run on threads of their own and queue their
+ * results in the same locked queue; the doorbell is written when that queue
+ * turns non-empty. Every report is a triple (token, value, clear): `value` is
+ * the poll bits or a -errno/result, `clear` the interest bits the report
+ * ends (epoll one-shot: all of them; io_uring: that poll's own mask).
  */
+enum { BACKEND_EPOLL = 1, BACKEND_URING = 2 };
+
 typedef struct qbn_reactor {
-  int epfd;
+  int backend;
   int doorbell;       /* our end of the socketpair; Bun owns the other */
+  pthread_mutex_t lock;
+  uint32_t *queue;    /* triples (token, value, clear) from helper threads */
+  int qlen, qcap;     /* in triples */
+  int rung;           /* doorbell written since last drain */
+  /* epoll backend */
+  int epfd;
   int stop_pipe[2];   /* written once to stop the epoll thread */
   pthread_t thread;
-  pthread_mutex_t lock;
-  uint32_t *queue;    /* pairs (token, value) */
-  int qlen, qcap;     /* in pairs */
-  int rung;           /* doorbell written since last drain */
+  /* io_uring backend */
+  int ring_fd;
+  char *sq_map, *cq_map;
+  size_t sq_len, cq_len;
+  struct io_uring_sqe *sqes;
+  size_t sqes_len;
+  unsigned *sq_tail, *sq_mask, *sq_array, *sq_flags;
+  unsigned *cq_head, *cq_tail, *cq_mask;
+  struct io_uring_cqe *cqes;
+  unsigned features;
+  char bell_byte;
 } qbn_reactor;
 
-static int reactor_push_locked(qbn_reactor *r, uint32_t token, uint32_t value) {
-  if (r->qlen == r->qcap) {
-    int ncap = r->qcap ? r->qcap * 2 : 256;
-    uint32_t *nq = realloc(r->queue, sizeof(uint32_t) * 2 * (size_t)ncap);
-    if (!nq) return -ENOMEM;
-    r->queue = nq;
-    r->qcap = ncap;
-  }
-  r->queue[r->qlen * 2] = token;
-  r->queue[r->qlen * 2 + 1] = value;
-  r->qlen++;
+static void ring_doorbell_locked(qbn_reactor *r) {
   if (!r->rung) {
     char one = 1;
     r->rung = 1;
     while (send(r->doorbell, &one, 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno == EINTR) {}
   }
+}
+
+static int reactor_push_locked(qbn_reactor *r, uint32_t token, uint32_t value, uint32_t clear) {
+  if (r->qlen == r->qcap) {
+    int ncap = r->qcap ? r->qcap * 2 : 256;
+    uint32_t *nq = realloc(r->queue, sizeof(uint32_t) * 3 * (size_t)ncap);
+    if (!nq) return -ENOMEM;
+    r->queue = nq;
+    r->qcap = ncap;
+  }
+  r->queue[r->qlen * 3] = token;
+  r->queue[r->qlen * 3 + 1] = value;
+  r->queue[r->qlen * 3 + 2] = clear;
+  r->qlen++;
+  ring_doorbell_locked(r);
   return 0;
 }
 
-static void reactor_push(qbn_reactor *r, uint32_t token, uint32_t value) {
+static void reactor_push(qbn_reactor *r, uint32_t token, uint32_t value, uint32_t clear) {
   pthread_mutex_lock(&r->lock);
-  reactor_push_locked(r, token, value);
+  reactor_push_locked(r, token, value, clear);
   pthread_mutex_unlock(&r->lock);
 }
 
@@ -451,7 +485,7 @@ static void ev_put(char *ev, uint32_t events, uint64_t data) {
   memcpy(ev + EV_DATA, &data, 8);
 }
 
-static void *reactor_main(void *arg) {
+static void *epoll_thread_main(void *arg) {
   qbn_reactor *r = arg;
   char evs[EV_BATCH * EV_SIZE];
   for (;;) {
@@ -468,7 +502,7 @@ static void *reactor_main(void *arg) {
       memcpy(&events, evs + i * EV_SIZE, 4);
       memcpy(&token, evs + i * EV_SIZE + EV_DATA, 8);
       if (token == UINT64_MAX) { stop = 1; continue; }
-      reactor_push_locked(r, (uint32_t)token, events);
+      reactor_push_locked(r, (uint32_t)token, events, 0xFFFFFFFFu);
     }
     pthread_mutex_unlock(&r->lock);
     if (stop) break;
@@ -476,30 +510,212 @@ static void *reactor_main(void *arg) {
   return NULL;
 }
 
-void *qbn_reactor_create(int doorbell, int32_t *err) {
-  qbn_reactor *r = calloc(1, sizeof *r);
-  if (!r) { *err = -ENOMEM; return NULL; }
-  r->doorbell = doorbell;
+static int epoll_backend_start(qbn_reactor *r) {
   r->epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (r->epfd < 0) { *err = NEG_ERRNO; free(r); return NULL; }
-  if (pipe2(r->stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0) { *err = NEG_ERRNO; close(r->epfd); free(r); return NULL; }
+  if (r->epfd < 0) return NEG_ERRNO;
+  if (pipe2(r->stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+    int e = errno;
+    close(r->epfd);
+    return -e;
+  }
   char ev[EV_SIZE];
   ev_put(ev, EPOLLIN, UINT64_MAX);
   epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->stop_pipe[0], (struct epoll_event *)ev);
-  pthread_mutex_init(&r->lock, NULL);
-  int e = pthread_create(&r->thread, NULL, reactor_main, r);
+  int e = pthread_create(&r->thread, NULL, epoll_thread_main, r);
   if (e) {
-    *err = -e;
     close(r->epfd); close(r->stop_pipe[0]); close(r->stop_pipe[1]);
+    return -e;
+  }
+  r->backend = BACKEND_EPOLL;
+  return 0;
+}
+
+/* --- io_uring, raw syscalls (no liburing). x86_64 only: TinyCC has no
+ * atomics, and there plain aligned loads/stores plus the syscalls' own
+ * barriers give the ordering the rings need. Completions are posted by task
+ * work on this (Bun's) thread, so reaping races with nobody. */
+#if defined(__x86_64__)
+#define URING_ENTRIES 256
+#define URING_CQ_ENTRIES 4096
+#define COMPILER_BARRIER() __asm__ volatile("" ::: "memory")
+
+static void uring_unmap(qbn_reactor *r) {
+  if (r->sqes && (void *)r->sqes != MAP_FAILED) munmap(r->sqes, r->sqes_len);
+  if (r->cq_map && (void *)r->cq_map != MAP_FAILED && r->cq_map != r->sq_map) munmap(r->cq_map, r->cq_len);
+  if (r->sq_map && (void *)r->sq_map != MAP_FAILED) munmap(r->sq_map, r->sq_len);
+  if (r->ring_fd >= 0) close(r->ring_fd);
+  r->ring_fd = -1;
+}
+
+static int uring_backend_start(qbn_reactor *r) {
+  struct io_uring_params p;
+  memset(&p, 0, sizeof p);
+  p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
+  p.cq_entries = URING_CQ_ENTRIES;
+  r->ring_fd = (int)syscall(__NR_io_uring_setup, URING_ENTRIES, &p);
+  if (r->ring_fd < 0) { r->ring_fd = -1; return NEG_ERRNO; }
+  /* Needed: no dropped completions, and the three operations we use. */
+  if (!(p.features & IORING_FEAT_NODROP)) { uring_unmap(r); return -ENOTSUP; }
+  {
+    size_t plen = sizeof(struct io_uring_probe) + 256 * sizeof(struct io_uring_probe_op);
+    struct io_uring_probe *probe = calloc(1, plen);
+    if (!probe) { uring_unmap(r); return -ENOMEM; }
+    int ok = syscall(__NR_io_uring_register, r->ring_fd, IORING_REGISTER_PROBE, probe, 256) == 0 &&
+             probe->last_op >= IORING_OP_SEND &&
+             (probe->ops[IORING_OP_POLL_ADD].flags & IO_URING_OP_SUPPORTED) &&
+             (probe->ops[IORING_OP_POLL_REMOVE].flags & IO_URING_OP_SUPPORTED) &&
+             (probe->ops[IORING_OP_SEND].flags & IO_URING_OP_SUPPORTED);
+    free(probe);
+    if (!ok) { uring_unmap(r); return -ENOTSUP; }
+  }
+  r->features = p.features;
+  r->sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+  r->cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+  if (p.features & IORING_FEAT_SINGLE_MMAP) {
+    if (r->cq_len > r->sq_len) r->sq_len = r->cq_len;
+    r->cq_len = r->sq_len;
+  }
+  r->sq_map = mmap(NULL, r->sq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->ring_fd, IORING_OFF_SQ_RING);
+  if ((void *)r->sq_map == MAP_FAILED) { int e = errno; r->sq_map = NULL; uring_unmap(r); return -e; }
+  if (p.features & IORING_FEAT_SINGLE_MMAP) r->cq_map = r->sq_map;
+  else {
+    r->cq_map = mmap(NULL, r->cq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->ring_fd, IORING_OFF_CQ_RING);
+    if ((void *)r->cq_map == MAP_FAILED) { int e = errno; r->cq_map = NULL; uring_unmap(r); return -e; }
+  }
+  r->sqes_len = p.sq_entries * sizeof(struct io_uring_sqe);
+  r->sqes = mmap(NULL, r->sqes_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->ring_fd, IORING_OFF_SQES);
+  if ((void *)r->sqes == MAP_FAILED) { int e = errno; r->sqes = NULL; uring_unmap(r); return -e; }
+  r->sq_tail = (unsigned *)(r->sq_map + p.sq_off.tail);
+  r->sq_mask = (unsigned *)(r->sq_map + p.sq_off.ring_mask);
+  r->sq_array = (unsigned *)(r->sq_map + p.sq_off.array);
+  r->sq_flags = (unsigned *)(r->sq_map + p.sq_off.flags);
+  r->cq_head = (unsigned *)(r->cq_map + p.cq_off.head);
+  r->cq_tail = (unsigned *)(r->cq_map + p.cq_off.tail);
+  r->cq_mask = (unsigned *)(r->cq_map + p.cq_off.ring_mask);
+  r->cqes = (struct io_uring_cqe *)(r->cq_map + p.cq_off.cqes);
+  r->bell_byte = 1;
+  r->backend = BACKEND_URING;
+  return 0;
+}
+
+/* Next free SQE (the SQ is always drained by the enter that follows). */
+static struct io_uring_sqe *uring_sqe(qbn_reactor *r, unsigned *tail) {
+  unsigned idx = *tail & *r->sq_mask;
+  struct io_uring_sqe *sqe = &r->sqes[idx];
+  memset(sqe, 0, sizeof *sqe);
+  r->sq_array[idx] = idx;
+  (*tail)++;
+  return sqe;
+}
+
+static int uring_submit(qbn_reactor *r, unsigned tail, unsigned count) {
+  COMPILER_BARRIER();
+  *(volatile unsigned *)r->sq_tail = tail;
+  int n;
+  do n = (int)syscall(__NR_io_uring_enter, r->ring_fd, count, 0, 0, NULL, 0);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return NEG_ERRNO;
+  return n == (int)count ? 0 : -EBUSY;
+}
+
+/* One-shot poll for `events`, hard-linked to a doorbell byte. The poll's
+ * user_data carries the token (low 32 bits) and its mask (high 32). */
+static int uring_arm(qbn_reactor *r, int fd, uint32_t events, uint32_t token) {
+  unsigned tail = *r->sq_tail;
+  struct io_uring_sqe *poll = uring_sqe(r, &tail);
+  poll->opcode = IORING_OP_POLL_ADD;
+  poll->fd = fd;
+  poll->poll32_events = events;
+  poll->user_data = ((uint64_t)events << 32) | token;
+  poll->flags = IOSQE_IO_HARDLINK;
+  struct io_uring_sqe *bell = uring_sqe(r, &tail);
+  bell->opcode = IORING_OP_SEND;
+  bell->fd = r->doorbell;
+  bell->addr = (uint64_t)(uintptr_t)&r->bell_byte;
+  bell->len = 1;
+  bell->msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+  bell->user_data = 0;
+  if (r->features & IORING_FEAT_CQE_SKIP) bell->flags = IOSQE_CQE_SKIP_SUCCESS;
+  return uring_submit(r, tail, 2);
+}
+
+/* Cancel the poll armed with (token, events); its completion (-ECANCELED)
+ * is ignored by JS, which has forgotten the token by then. */
+static int uring_cancel(qbn_reactor *r, uint32_t events, uint32_t token) {
+  unsigned tail = *r->sq_tail;
+  struct io_uring_sqe *rm = uring_sqe(r, &tail);
+  rm->opcode = IORING_OP_POLL_REMOVE;
+  rm->fd = -1;
+  rm->addr = ((uint64_t)events << 32) | token;
+  rm->user_data = 0;
+  return uring_submit(r, tail, 1);
+}
+
+static int uring_reap(qbn_reactor *r, uint32_t *out, int cap) {
+  int n = 0;
+  for (;;) {
+    unsigned head = *r->cq_head;
+    unsigned tail = *(volatile unsigned *)r->cq_tail;
+    COMPILER_BARRIER();
+    while (head != tail && n < cap) {
+      struct io_uring_cqe *c = &r->cqes[head & *r->cq_mask];
+      uint32_t token = (uint32_t)c->user_data;
+      head++;
+      if (token == 0) continue; /* doorbell sends and poll removals */
+      out[n * 3] = token;
+      out[n * 3 + 1] = (uint32_t)c->res;
+      out[n * 3 + 2] = (uint32_t)(c->user_data >> 32);
+      n++;
+    }
+    COMPILER_BARRIER();
+    *(volatile unsigned *)r->cq_head = head;
+    /* Completions that did not fit the ring wait in the kernel: flush them. */
+    if (n < cap && (*(volatile unsigned *)r->sq_flags & IORING_SQ_CQ_OVERFLOW)) {
+      syscall(__NR_io_uring_enter, r->ring_fd, 0, 0, IORING_ENTER_GETEVENTS, NULL, 0);
+      continue;
+    }
+    return n;
+  }
+}
+#else
+static int uring_backend_start(qbn_reactor *r) { (void)r; return -ENOTSUP; }
+static int uring_arm(qbn_reactor *r, int fd, uint32_t events, uint32_t token) { return -ENOTSUP; }
+static int uring_cancel(qbn_reactor *r, uint32_t events, uint32_t token) { return -ENOTSUP; }
+static int uring_reap(qbn_reactor *r, uint32_t *out, int cap) { return 0; }
+static void uring_unmap(qbn_reactor *r) {}
+#endif
+
+/* want: 0 = best available, 1 = epoll thread, 2 = io_uring (no fallback). */
+void *qbn_reactor_create(int doorbell, int want, int32_t *err) {
+  qbn_reactor *r = calloc(1, sizeof *r);
+  if (!r) { *err = -ENOMEM; return NULL; }
+  r->doorbell = doorbell;
+  r->ring_fd = -1;
+  r->epfd = -1;
+  pthread_mutex_init(&r->lock, NULL);
+  int rc = -ENOTSUP;
+  if (want != BACKEND_EPOLL) rc = uring_backend_start(r);
+  if (rc < 0 && want != BACKEND_URING) rc = epoll_backend_start(r);
+  if (rc < 0) {
+    pthread_mutex_destroy(&r->lock);
     free(r);
+    *err = rc;
     return NULL;
   }
   *err = 0;
   return r;
 }
 
-/* Ask for one report when fd has any of `events` (EPOLLIN/EPOLLOUT...). */
+/* 1: epoll thread, 2: io_uring */
+int qbn_reactor_backend(qbn_reactor *r) { return r->backend; }
+
+/*
+ * Ask for one report when fd has any of `events`. epoll: replaces the fd's
+ * interest. io_uring: adds one more poll for exactly these bits (JS never
+ * arms bits that already have a poll pending).
+ */
 int qbn_reactor_arm(qbn_reactor *r, int fd, int events, int token) {
+  if (r->backend == BACKEND_URING) return uring_arm(r, fd, (uint32_t)events, (uint32_t)token);
   char ev[EV_SIZE];
   ev_put(ev, (uint32_t)events | EPOLLONESHOT, (uint32_t)token);
   if (epoll_ctl(r->epfd, EPOLL_CTL_MOD, fd, (struct epoll_event *)ev) == 0) return 0;
@@ -507,31 +723,45 @@ int qbn_reactor_arm(qbn_reactor *r, int fd, int events, int token) {
   return epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, (struct epoll_event *)ev) < 0 ? NEG_ERRNO : 0;
 }
 
-/* Forget fd (call before closing it). ENOENT is not an error. */
+/* io_uring: cancel the poll armed with exactly `events`. epoll: no-op. */
+int qbn_reactor_cancel(qbn_reactor *r, int events, int token) {
+  if (r->backend == BACKEND_URING) return uring_cancel(r, (uint32_t)events, (uint32_t)token);
+  return 0;
+}
+
+/* Forget fd before closing it. epoll: remove it (ENOENT is fine). io_uring:
+ * pending polls were cancelled with qbn_reactor_cancel. */
 int qbn_reactor_forget(qbn_reactor *r, int fd) {
+  if (r->backend != BACKEND_EPOLL) return 0;
   if (epoll_ctl(r->epfd, EPOLL_CTL_DEL, fd, NULL) < 0 && errno != ENOENT) return NEG_ERRNO;
   return 0;
 }
 
-/* Copy up to cap (token, value) pairs into out; returns the count. */
+/* Copy up to cap (token, value, clear) triples into out; returns the count. */
 int qbn_reactor_drain(qbn_reactor *r, uint32_t *out, int cap) {
+  int n = 0;
+  if (r->backend == BACKEND_URING) n = uring_reap(r, out, cap);
   pthread_mutex_lock(&r->lock);
-  int n = r->qlen < cap ? r->qlen : cap;
-  memcpy(out, r->queue, sizeof(uint32_t) * 2 * (size_t)n);
-  if (n < r->qlen) memmove(r->queue, r->queue + 2 * n, sizeof(uint32_t) * 2 * (size_t)(r->qlen - n));
-  r->qlen -= n;
+  int m = r->qlen < cap - n ? r->qlen : cap - n;
+  memcpy(out + 3 * n, r->queue, sizeof(uint32_t) * 3 * (size_t)m);
+  if (m < r->qlen) memmove(r->queue, r->queue + 3 * m, sizeof(uint32_t) * 3 * (size_t)(r->qlen - m));
+  r->qlen -= m;
   if (r->qlen == 0) r->rung = 0;
   pthread_mutex_unlock(&r->lock);
-  return n;
+  return n + m;
 }
 
 void qbn_reactor_destroy(qbn_reactor *r) {
-  char one = 1;
-  while (write(r->stop_pipe[1], &one, 1) < 0 && errno == EINTR) {}
-  pthread_join(r->thread, NULL);
-  close(r->epfd);
-  close(r->stop_pipe[0]);
-  close(r->stop_pipe[1]);
+  if (r->backend == BACKEND_EPOLL) {
+    char one = 1;
+    while (write(r->stop_pipe[1], &one, 1) < 0 && errno == EINTR) {}
+    pthread_join(r->thread, NULL);
+    close(r->epfd);
+    close(r->stop_pipe[0]);
+    close(r->stop_pipe[1]);
+  } else {
+    uring_unmap(r);
+  }
   pthread_mutex_destroy(&r->lock);
   free(r->queue);
   free(r);
@@ -571,7 +801,7 @@ static void *semwait_main(void *arg) {
     w->state = W_DONE;
   }
   pthread_mutex_unlock(&w->lock);
-  reactor_push(w->reactor, w->token, (uint32_t)r);
+  reactor_push(w->reactor, w->token, (uint32_t)r, 0);
   return NULL;
 }
 

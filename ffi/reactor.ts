@@ -2,12 +2,16 @@
  * Event-driven readiness for Bun: "tell me when this fd is readable/writable"
  * and "tell me when this semaphore is posted", without polling.
  *
- * The C side (qbun.c, "reactor") blocks one thread in `epoll_wait` and runs
- * semaphore waits on threads of their own; results are queued in C and a
- * doorbell byte is written to a socketpair whose other end Bun watches with
- * `Bun.connect({ fd })`. The doorbell's data callback drains the queue and
+ * The C side (qbun.c, "reactor") reports readiness through a doorbell: a
+ * socketpair whose other end Bun watches with `Bun.connect({ fd })`. With
+ * io_uring (preferred), each wait is a one-shot poll the kernel links to a
+ * doorbell byte, so a wake-up costs one thread wake, like Bun's own sockets.
+ * Without it, a helper thread blocks in `epoll_wait`. Semaphore waits run on
+ * threads of their own. The doorbell's data callback drains every report and
  * settles the waiting promises. While nothing is waited on, the doorbell is
  * unref'd, so qbun never keeps a process alive by itself.
+ *
+ * `QBUN_REACTOR=epoll` (or `io_uring`) in the environment forces a backend.
  * @module
  */
 import type { Pointer } from "bun:ffi";
@@ -15,7 +19,7 @@ import type { Socket } from "bun";
 import { check, ClosedError, QbunSystemError } from "./errors.ts";
 import { loadNative, type Native } from "./native.ts";
 
-/** epoll event bits as reported to waiters. */
+/** poll/epoll event bits as reported to waiters (the values are the same). */
 export const Events = {
   IN: 0x001,
   OUT: 0x004,
@@ -24,6 +28,11 @@ export const Events = {
   RDHUP: 0x2000,
 } as const;
 
+/** How readiness reaches the event loop. */
+export type ReactorBackend = "io_uring" | "epoll";
+
+const BACKEND_CODE: Record<ReactorBackend, number> = { epoll: 1, io_uring: 2 };
+
 interface Waiter {
   resolve(events: number): void;
   reject(error: unknown): void;
@@ -31,21 +40,28 @@ interface Waiter {
   cleanup?: () => void;
 }
 
-const DRAIN_PAIRS = 256;
+/** A report's receiver: `value` is poll bits or a result, `clear` the interest it ends. */
+type Settle = (value: number, clear: number) => void;
+
+const DRAIN_TRIPLES = 256;
+const ECANCELED = 125;
+const ETIMEDOUT = 110;
 
 /**
- * One per process. Owns the epoll thread and the doorbell. Use
+ * One per process. Owns the backend and the doorbell. Use
  * {@link Reactor.get} to obtain it.
  */
 export class Reactor {
   static #instance: Reactor | undefined;
   static #starting: Promise<Reactor> | undefined;
 
+  /** Which backend this reactor runs on. */
+  readonly backend: ReactorBackend;
   readonly #native: Native;
   readonly #ptr: Pointer;
   readonly #bell: Socket<unknown>;
-  readonly #drainBuf = new Uint32Array(DRAIN_PAIRS * 2);
-  readonly #byToken = new Map<number, (value: number) => void>();
+  readonly #drainBuf = new Uint32Array(DRAIN_TRIPLES * 3);
+  readonly #byToken = new Map<number, Settle>();
   #nextToken = 1;
   #refs = 0;
 
@@ -53,6 +69,7 @@ export class Reactor {
     this.#native = native;
     this.#ptr = ptr;
     this.#bell = bell;
+    this.backend = native.qbn_reactor_backend(ptr) === BACKEND_CODE.io_uring ? "io_uring" : "epoll";
     bell.unref();
   }
 
@@ -63,14 +80,19 @@ export class Reactor {
 
   static async #start(): Promise<Reactor> {
     const native = loadNative();
+    const forced = process.env.QBUN_REACTOR;
+    if (forced !== undefined && forced !== "" && !(forced in BACKEND_CODE)) {
+      throw new Error(`QBUN_REACTOR must be "io_uring" or "epoll", not ${JSON.stringify(forced)}`);
+    }
     const pair = new Int32Array(2);
     check(native.qbn_socketpair(1 /* SOCK_STREAM */, pair), "socketpair");
     const err = new Int32Array(1);
-    const ptr = native.qbn_reactor_create(pair[1]!, err);
+    const want = forced ? BACKEND_CODE[forced as ReactorBackend] : 0;
+    const ptr = native.qbn_reactor_create(pair[1]!, want, err);
     if (!ptr) {
       native.qbn_close(pair[0]!);
       native.qbn_close(pair[1]!);
-      throw new QbunSystemError(-err[0]!, "pthread_create");
+      throw new QbunSystemError(-err[0]!, forced === "io_uring" ? "io_uring_setup" : "pthread_create");
     }
     let reactor: Reactor | undefined;
     // Bun adopts a connected fd (not in @types/bun's signature).
@@ -87,12 +109,12 @@ export class Reactor {
     const buf = this.#drainBuf;
     let n: number;
     do {
-      n = this.#native.qbn_reactor_drain(this.#ptr, buf, DRAIN_PAIRS);
+      n = this.#native.qbn_reactor_drain(this.#ptr, buf, DRAIN_TRIPLES);
       for (let i = 0; i < n; i++) {
-        const settle = this.#byToken.get(buf[2 * i]!);
-        settle?.(buf[2 * i + 1]! | 0);
+        const settle = this.#byToken.get(buf[3 * i]!);
+        settle?.(buf[3 * i + 1]! | 0, buf[3 * i + 2]!);
       }
-    } while (n === DRAIN_PAIRS);
+    } while (n === DRAIN_TRIPLES);
   }
 
   /** Keep the process alive while a ref'd wait is pending. */
@@ -109,7 +131,7 @@ export class Reactor {
   watch(fd: number): FdWatch {
     const token = this.#nextToken++;
     const watch = new FdWatch(this, this.#native, this.#ptr, fd, token);
-    this.#byToken.set(token, (events) => watch.onEvents(events));
+    this.#byToken.set(token, (value, clear) => watch.onReport(value, clear));
     return watch;
   }
 
@@ -144,8 +166,8 @@ export class Reactor {
       signal?.removeEventListener("abort", onAbort);
       this.unref();
       if (result === 0) resolve(true);
-      else if (result === -110 /* ETIMEDOUT */) resolve(false);
-      else if (result === -125 /* ECANCELED */) reject(reason ?? signal?.reason);
+      else if (result === -ETIMEDOUT) resolve(false);
+      else if (result === -ECANCELED) reject(reason ?? signal?.reason);
       else reject(new QbunSystemError(-result, "sem_clockwait"));
     };
     this.#byToken.set(token, (result) => finish(result));
@@ -156,7 +178,7 @@ export class Reactor {
         native.qbn_semwait_cancel(waiter);
         joined = true;
         native.qbn_semwait_join(waiter); // thread has left sem_wait: safe to unmap
-        finish(-125, reason);
+        finish(-ECANCELED, reason);
       },
     };
   }
@@ -171,7 +193,7 @@ export interface SemWait {
 }
 
 /**
- * Readiness of one fd. `readable()`/`writable()` resolve with the epoll bits
+ * Readiness of one fd. `readable()`/`writable()` resolve with the poll bits
  * once the fd is ready (or has an error/hang-up, which wakes every waiter).
  * Callers follow the edge rule: try the syscall first, wait only on EAGAIN.
  */
@@ -181,8 +203,12 @@ export class FdWatch {
   readonly #rptr: Pointer;
   readonly #fd: number;
   readonly #token: number;
+  readonly #uring: boolean;
   #waiters: Waiter[] = [];
+  /** IN/OUT bits with a report pending. */
   #armed = 0;
+  /** io_uring: the exact masks of the polls in flight (for cancelling). */
+  #polls: number[] = [];
   #closed = false;
   #ref = true;
 
@@ -193,6 +219,7 @@ export class FdWatch {
     this.#rptr = rptr;
     this.#fd = fd;
     this.#token = token;
+    this.#uring = reactor.backend === "io_uring";
   }
 
   /** Whether pending waits keep the process alive (default true). */
@@ -242,14 +269,17 @@ export class FdWatch {
   #arm(): void {
     let interest = 0;
     for (const w of this.#waiters) interest |= w.interest;
-    if (interest === 0 || (this.#armed & interest) === interest) return;
-    const want = interest | this.#armed;
+    const missing = interest & ~this.#armed;
+    if (missing === 0) return;
+    // epoll replaces the fd's interest, so it asks for everything wanted;
+    // io_uring adds one poll for just the missing bits.
+    const want = this.#uring ? missing : interest | this.#armed;
     // RDHUP is level-triggered: ask for it only with readers waiting, or a
     // writer waiting on a half-closed socket would be re-woken forever.
     const bits = want & Events.IN ? want | Events.RDHUP : want;
     const rc = this.#native.qbn_reactor_arm(this.#rptr, this.#fd, bits, this.#token);
     if (rc < 0) {
-      const error = new QbunSystemError(-rc, "epoll_ctl");
+      const error = new QbunSystemError(-rc, this.#uring ? "io_uring_enter" : "epoll_ctl");
       for (const w of this.#waiters.splice(0)) {
         w.cleanup?.();
         w.reject(error);
@@ -257,12 +287,20 @@ export class FdWatch {
       if (this.#ref) this.#reactor.unref();
       return;
     }
-    this.#armed = want;
+    if (this.#uring) this.#polls.push(bits);
+    this.#armed |= want;
   }
 
-  /** @internal Called by the reactor with the epoll bits of one report. */
-  onEvents(events: number): void {
-    this.#armed = 0; // EPOLLONESHOT: disarmed after each report
+  /** @internal Called by the reactor with one report: poll bits (or -errno) and the interest it ends. */
+  onReport(value: number, clear: number): void {
+    this.#armed &= ~clear;
+    if (this.#uring) {
+      const i = this.#polls.indexOf(clear);
+      if (i >= 0) this.#polls.splice(i, 1);
+    }
+    // A failed poll (io_uring reports -errno) wakes everyone: their syscall
+    // retry surfaces the real error.
+    const events = value < 0 ? Events.ERR : value;
     const wakeAll = (events & (Events.ERR | Events.HUP)) !== 0;
     const readyIn = wakeAll || (events & (Events.IN | Events.RDHUP)) !== 0;
     const readyOut = wakeAll || (events & Events.OUT) !== 0;
@@ -285,7 +323,12 @@ export class FdWatch {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#native.qbn_reactor_forget(this.#rptr, this.#fd);
+    if (this.#uring) {
+      for (const mask of this.#polls) this.#native.qbn_reactor_cancel(this.#rptr, mask, this.#token);
+      this.#polls = [];
+    } else {
+      this.#native.qbn_reactor_forget(this.#rptr, this.#fd);
+    }
     this.#reactor.release(this.#token);
     const pending = this.#waiters.splice(0);
     if (pending.length > 0 && this.#ref) this.#reactor.unref();

@@ -80,3 +80,40 @@ describe("reactor", () => {
     expect(outcome).toBe("still running");
   });
 });
+
+describe("reactor backends", () => {
+  const reactorModule = JSON.stringify(join(import.meta.dir, "..", "ffi", "reactor.ts"));
+  const probe = `
+    import { Reactor } from ${reactorModule};
+    try { console.log((await Reactor.get()).backend); } catch (e) { console.log("error: " + e.message); }
+  `;
+  async function backendWith(value: string | undefined): Promise<string> {
+    const env = { ...process.env };
+    if (value === undefined) delete env.QBUN_REACTOR;
+    else env.QBUN_REACTOR = value;
+    const proc = Bun.spawn([process.execPath, "-e", probe], { env, stdout: "pipe" });
+    const out = (await new Response(proc.stdout).text()).trim();
+    expect(await proc.exited).toBe(0);
+    return out;
+  }
+
+  test("io_uring is preferred where the kernel allows it; QBUN_REACTOR forces a backend", async () => {
+    const disabled = (() => {
+      try {
+        return readFileSync("/proc/sys/kernel/io_uring_disabled", "utf8").trim() !== "0";
+      } catch {
+        return false; // older kernels have no switch: io_uring is on
+      }
+    })();
+    expect(await backendWith(undefined)).toBe(disabled ? "epoll" : "io_uring");
+    expect(await backendWith("epoll")).toBe("epoll");
+    if (!disabled) expect(await backendWith("io_uring")).toBe("io_uring");
+    expect(await backendWith("kqueue")).toStartWith('error: QBUN_REACTOR must be "io_uring" or "epoll"');
+  });
+
+  test("this process runs on the backend the environment asks for", async () => {
+    const reactor = await Reactor.get();
+    if (process.env.QBUN_REACTOR) expect(reactor.backend).toBe(process.env.QBUN_REACTOR as never);
+    else expect(["io_uring", "epoll"]).toContain(reactor.backend);
+  });
+});
