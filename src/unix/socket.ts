@@ -128,6 +128,7 @@ export class UnixSocket implements Disposable, AsyncDisposable {
   readonly #meta = new Int32Array(8);
   readonly #addrBuf = new Uint8Array(SOCKADDR_UN_SIZE);
   #fdBuf = new Int32Array(16);
+  #recvScratch: Uint8Array | undefined;
 
   readonly #resources: SocketResources;
 
@@ -294,7 +295,11 @@ export class UnixSocket implements Disposable, AsyncDisposable {
         if (peek < 0) throw new QbunSystemError(-peek, "recvmsg");
         size = options.maxBytes === undefined ? peek : Math.min(peek, options.maxBytes);
       }
-      const data = new Uint8Array(size);
+      // Message sockets peeked the exact size; a stream reads into a reusable
+      // buffer and copies out only what arrived.
+      const reuse = !exactLength && this.#recvScratch !== undefined && this.#recvScratch.length >= size;
+      const data = reuse ? this.#recvScratch! : new Uint8Array(size);
+      if (!exactLength) this.#recvScratch = undefined; // concurrent receives get their own
       meta[0] = wantFrom ? SOCKADDR_UN_SIZE : 0;
       const rc = this.native.qbn_recvmsg(
         this.fd,
@@ -306,6 +311,7 @@ export class UnixSocket implements Disposable, AsyncDisposable {
         maxFds,
         0,
       );
+      if (!exactLength) this.#recvScratch = data;
       if (rc === -EAGAIN) {
         await this.waitReadable(options.signal);
         continue;
@@ -321,7 +327,7 @@ export class UnixSocket implements Disposable, AsyncDisposable {
       if (rc === 0 && this.type !== "datagram" && arrived === 0 && surplusClosed === 0) return null;
       const from = wantFrom ? decodeAddress(this.#addrBuf, meta[0]!) : undefined;
       return new ReceivedMessage(
-        rc === size ? data : data.subarray(0, rc),
+        !exactLength ? data.slice(0, rc) : rc === size ? data : data.subarray(0, rc),
         fds,
         credentials,
         from,
