@@ -56,7 +56,7 @@ const hasLibcHeaders = existsSync("/usr/include/stdio.h");
 const SHM_CHECKS = ["shm-memfd-seals", "shm-readonly-fd", "shm-circular", "shm-semaphore"];
 
 /** Every selftest check, in the order they run. */
-const ALL_CHECKS = ["helper", "fd-passing", "peercred", ...SHM_CHECKS];
+const ALL_CHECKS = ["helper", "reactor", "fd-passing", "peercred", ...SHM_CHECKS];
 
 /**
  * Expects every check of `report` to have passed, in the usual order; a

@@ -1,9 +1,11 @@
 /**
  * Self-test checks for the C helper and the unix-socket layer on top of it:
- * it compiles and loads, an fd crosses a socketpair, SO_PEERCRED works.
+ * it compiles and loads, the reactor wakes a waiting read, an fd crosses a
+ * socketpair, SO_PEERCRED works.
  * @module
  */
 import { helperBuild, loadNative } from "../../ffi/native.ts";
+import { Reactor } from "../../ffi/reactor.ts";
 import { SharedMemory } from "../../src/shm/index.ts";
 import { UnixStream } from "../../src/unix/index.ts";
 import type { Check } from "./check.ts";
@@ -22,6 +24,25 @@ export const nativeChecks: readonly Check[] = [
       return build === "embedded"
         ? "embedded build: header-free text compiled by TinyCC against the running libc.so.6"
         : `${build} build: ffi/qbun.c compiled by TinyCC`;
+    },
+  },
+  {
+    id: "reactor",
+    title: "event-loop wake-ups (reactor)",
+    needs: ["helper"],
+    async run() {
+      const reactor = await Reactor.get();
+      const [a, b] = UnixStream.pair();
+      using _a = a;
+      using _b = b;
+      // The read finds nothing and must be woken by the reactor when data arrives.
+      const pending = a.read({ signal: AbortSignal.timeout(TIMEOUT_MS) });
+      setTimeout(() => void b.write(new Uint8Array([42])), 10);
+      const got = await pending;
+      if (got?.[0] !== 42) throw new Error(`a waiting read resolved with ${got === null ? "end of stream" : `[${got}]`}, expected [42]`);
+      return reactor.backend === "io_uring"
+        ? "io_uring backend: a waiting read was woken through Bun's own event loop"
+        : "epoll-thread backend (io_uring unavailable or QBUN_REACTOR=epoll): a waiting read was woken";
     },
   },
   {
