@@ -11,7 +11,7 @@ import {
   UnixSeqpacket,
   UnixStream,
 } from "../src/unix/index.ts";
-import { bytes, isPendingAfter, tempDir, text, uniqueName } from "./helpers/env.ts";
+import { bytes, caught, isPendingAfter, tempDir, text, uniqueName } from "./helpers/env.ts";
 import { PyPeer, pyAddr } from "./helpers/peers.ts";
 
 const KiB = 1024;
@@ -28,14 +28,6 @@ function pattern(n: number, seed = 0): Uint8Array {
 
 const sha256 = (data: Uint8Array) => new Bun.CryptoHasher("sha256").update(data).digest("hex");
 
-async function caught(fn: () => unknown): Promise<unknown> {
-  try {
-    await fn();
-  } catch (error) {
-    return error;
-  }
-  throw new Error("expected a failure, but it succeeded");
-}
 
 let py: PyPeer;
 beforeAll(async () => {

@@ -15,17 +15,9 @@ import {
   UnixSeqpacket,
   UnixStream,
 } from "../src/unix/index.ts";
-import { bytes, isPendingAfter, settlesWithin, tempDir, text, uniqueName } from "./helpers/env.ts";
+import { bytes, caught, isPendingAfter, settlesWithin, tempDir, text, uniqueName } from "./helpers/env.ts";
 import { Peer, PyPeer, pyAddr } from "./helpers/peers.ts";
 
-async function caught(promise: Promise<unknown> | (() => unknown)): Promise<unknown> {
-  try {
-    await (typeof promise === "function" ? promise() : promise);
-  } catch (error) {
-    return error;
-  }
-  throw new Error("expected a failure, but it succeeded");
-}
 
 function isOpen(fd: number): boolean {
   try {

@@ -12,17 +12,9 @@ import {
   UnixSeqpacket,
   UnixStream,
 } from "../src/unix/index.ts";
-import { bytes, isPendingAfter, tempDir, text, uniqueName } from "./helpers/env.ts";
+import { bytes, caught, isPendingAfter, tempDir, text, uniqueName } from "./helpers/env.ts";
 import { PyPeer, pyAddr } from "./helpers/peers.ts";
 
-async function caught(fn: () => unknown): Promise<unknown> {
-  try {
-    await fn();
-  } catch (error) {
-    return error;
-  }
-  throw new Error("expected a failure, but it succeeded");
-}
 
 function expectSystemError(error: unknown, fields: { code: string; errno: number; syscall: string }) {
   expect(error).toBeInstanceOf(QbunSystemError);

@@ -99,11 +99,15 @@ export class SharedMemory implements Disposable {
     const fd = new OwnedFd(check(native.qbn_memfd_create(cstr(name), flags), "memfd_create", {
       hint: "memfd needs Linux 3.17+; use SharedMemory.tempFile() where it is missing",
     }));
-    const mem = new SharedMemory(fd, "memfd", name, false);
+    return SharedMemory.#sized(new SharedMemory(fd, "memfd", name, false), options.size);
+  }
+
+  /** Give a new object its size; on failure close it, so nothing leaks. */
+  static #sized(mem: SharedMemory, size: number): SharedMemory {
     try {
-      mem.resize(options.size);
+      if (mem.size !== size) mem.resize(size);
     } catch (error) {
-      fd.close();
+      mem.close();
       throw error;
     }
     return mem;
@@ -124,15 +128,7 @@ export class SharedMemory implements Disposable {
       });
     }
     const mem = new SharedMemory(new OwnedFd(rc), "posix", options.name, !!options.readOnly);
-    if (options.create && options.size !== undefined && mem.size !== options.size) {
-      try {
-        mem.resize(options.size);
-      } catch (error) {
-        mem.close();
-        throw error;
-      }
-    }
-    return mem;
+    return options.create && options.size !== undefined ? SharedMemory.#sized(mem, options.size) : mem;
   }
 
   /** Remove a POSIX shared-memory name (open fds and mappings stay valid). */
@@ -151,14 +147,7 @@ export class SharedMemory implements Disposable {
     const dir = options.dir ?? tmpdir();
     const scratch = new Uint8Array(4096 + 16);
     const fd = new OwnedFd(check(native.qbn_tmpfile(cstr(dir), scratch, scratch.length), "open(O_TMPFILE)", { path: dir }));
-    const mem = new SharedMemory(fd, "tempfile", undefined, false);
-    try {
-      mem.resize(options.size);
-    } catch (error) {
-      fd.close();
-      throw error;
-    }
-    return mem;
+    return SharedMemory.#sized(new SharedMemory(fd, "tempfile", undefined, false), options.size);
   }
 
   /**

@@ -87,3 +87,13 @@ export async function isPendingAfter(promise: Promise<unknown>, ms: number): Pro
 export const bytes = (s: string) => new TextEncoder().encode(s);
 /** Bytes to text. */
 export const text = (b: Uint8Array | null | undefined) => (b == null ? null : new TextDecoder().decode(b));
+
+/** The error `fn` (or the promise) fails with; fails the test if it succeeds. */
+export async function caught(fn: Promise<unknown> | (() => unknown)): Promise<unknown> {
+  try {
+    await (typeof fn === "function" ? fn() : fn);
+  } catch (error) {
+    return error;
+  }
+  throw new Error("expected a failure, but it succeeded");
+}
