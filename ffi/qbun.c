@@ -90,6 +90,17 @@ int qbn_lstat(const char *path, int64_t *out) {
 
 int qbn_chmod(const char *path, int mode) { return chmod(path, mode) < 0 ? NEG_ERRNO : 0; }
 
+int qbn_fchmod(int fd, int mode) { return fchmod(fd, (mode_t)mode) < 0 ? NEG_ERRNO : 0; }
+
+int qbn_fchown(int fd, int uid, int gid) { return fchown(fd, (uid_t)uid, (gid_t)gid) < 0 ? NEG_ERRNO : 0; }
+
+/* Reserve the blocks now, so that a full tmpfs fails here with ENOSPC rather
+ * than later as SIGBUS on first touch of a mapped page. */
+int qbn_fallocate(int fd, int64_t offset, int64_t len) {
+  int e = posix_fallocate(fd, (off_t)offset, (off_t)len);
+  return e ? -e : 0;
+}
+
 /* Re-open an fd through /proc with new access flags: a read-only reopen of a
  * read-write shared-memory fd is a new open file description, so a peer that
  * receives it cannot mmap it writable. */

@@ -12,7 +12,7 @@ import { cstr, loadNative, type Native } from "../../ffi/native.ts";
 import { Mapping, type MapAccess } from "./mapping.ts";
 
 /** Where the memory comes from. */
-export type SharedMemoryKind = "memfd" | "posix" | "tempfile" | "fd";
+export type SharedMemoryKind = "memfd" | "posix" | "tempfile" | "file" | "fd";
 
 /** File seals (memfd only): what nobody may do to the file any more. */
 export type Seal = "seal" | "shrink" | "grow" | "write" | "future-write";
@@ -52,6 +52,22 @@ export interface PosixShmOptions {
   readOnly?: boolean;
 }
 
+/** Options for {@link SharedMemory.openFile}. */
+export interface OpenFileOptions {
+  /** Absolute path of the file (e.g. under `/dev/shm`). */
+  path: string;
+  /** Create it (default false). With `exclusive` (default true when creating), an existing file is EEXIST. */
+  create?: boolean;
+  /** With `create`: fail if the file exists (O_EXCL). Default true. */
+  exclusive?: boolean;
+  /** Permission bits when creating (default 0o600). */
+  mode?: number;
+  /** Size to give it, reserving the blocks (posix_fallocate) so that a full tmpfs fails now, not on first touch. */
+  size?: number;
+  /** Open read-only. */
+  readOnly?: boolean;
+}
+
 /** Options for {@link SharedMemory.map}. */
 export interface MapOptions {
   /** Default `read-write` (`read-only` for read-only fds). */
@@ -75,7 +91,7 @@ export interface MapOptions {
 export class SharedMemory implements Disposable {
   /** Which kind of object this is. */
   readonly kind: SharedMemoryKind;
-  /** The memfd label or the POSIX name. */
+  /** The memfd label, the POSIX name, or the file's path. */
   readonly name: string | undefined;
   /** Whether this fd was opened read-only. */
   readonly readOnly: boolean;
@@ -138,6 +154,31 @@ export class SharedMemory implements Disposable {
   }
 
   /**
+   * Open or create a named file to share by path (how libqb's rings are
+   * shared). Unlike {@link SharedMemory.posix}, the path is any absolute path.
+   */
+  static openFile(options: OpenFileOptions): SharedMemory {
+    if (!options.path.startsWith("/") || options.path.includes("\0")) {
+      throw new QbunArgumentError(`openFile needs an absolute path without NUL bytes: ${JSON.stringify(options.path)}`);
+    }
+    if (options.size !== undefined) checkSize(options.size);
+    const native = loadNative();
+    let flags = options.readOnly ? O_RDONLY : O_RDWR;
+    if (options.create) flags |= O_CREAT | (options.exclusive === false ? 0 : O_EXCL);
+    const rc = native.qbn_open(cstr(options.path), flags, options.mode ?? 0o600);
+    if (rc < 0) throw new QbunSystemError(-rc, "open", { path: options.path });
+    const mem = new SharedMemory(new OwnedFd(rc), "file", options.path, !!options.readOnly);
+    if (options.size === undefined) return mem;
+    try {
+      mem.allocate(options.size);
+    } catch (error) {
+      mem.close();
+      throw error;
+    }
+    return mem;
+  }
+
+  /**
    * An unnamed temporary file in `dir` (default the OS temp dir): the
    * fallback where memfd is unavailable. Nothing is left in the directory.
    */
@@ -184,6 +225,25 @@ export class SharedMemory implements Disposable {
     check(this.#native.qbn_ftruncate(this.fd, size), "ftruncate", {
       hint: "a sealed memfd cannot grow or shrink; a read-only fd cannot be resized",
     });
+  }
+
+  /**
+   * Set the size and reserve its blocks (ftruncate + posix_fallocate): on a
+   * full tmpfs this fails with ENOSPC instead of a later SIGBUS.
+   */
+  allocate(size: number): void {
+    this.resize(size);
+    if (size > 0) check(this.#native.qbn_fallocate(this.fd, 0, size), "posix_fallocate", { path: this.name, hint: "the filesystem (e.g. /dev/shm) is full" });
+  }
+
+  /** Change the owner (fchown); -1 leaves an id unchanged. */
+  chown(uid: number, gid: number): void {
+    check(this.#native.qbn_fchown(this.fd, uid, gid), "fchown", { path: this.name });
+  }
+
+  /** Change the permission bits (fchmod). */
+  chmod(mode: number): void {
+    check(this.#native.qbn_fchmod(this.fd, mode), "fchmod", { path: this.name });
   }
 
   /**

@@ -1,0 +1,440 @@
+/**
+ * One established libqb connection on the server: reads requests from its
+ * transport, runs the application's handler, writes responses in request
+ * order, sends events, applies flow control and keeps statistics.
+ * @module
+ */
+import type { UnixStream } from "../unix/index.ts";
+import { RingCorruptError } from "./ring.ts";
+import { PeerGoneError } from "./shm-transport.ts";
+import type { IncomingMessage, ServerTransport } from "./transport.ts";
+import { MessageId, putResponseHeader, REQUEST_HEADER_SIZE, RESPONSE_HEADER_SIZE } from "./wire.ts";
+
+/** Access granted to a client by the application's `authenticate`. */
+export type AccessLevel = "read-write" | "read-only";
+
+/** Who is on the other end, from the kernel (SCM_CREDENTIALS at connect). */
+export interface ConnectionInfo {
+  /** Server-unique connection number. */
+  readonly id: number;
+  readonly pid: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly access: AccessLevel;
+  /** `shm` or `socket`. */
+  readonly transport: "shm" | "socket";
+  /** Negotiated largest message, header included. */
+  readonly maxMessageSize: number;
+}
+
+/** A request as the handler sees it. */
+export interface QbRequest {
+  /** The request header's id. */
+  readonly id: number;
+  /** The bytes after the 16-byte request header. */
+  readonly payload: Uint8Array;
+  readonly connection: QbConnection;
+  /** Aborted when the client disconnects or the server stops. */
+  readonly signal: AbortSignal;
+}
+
+/** What a handler answers: error (0 or -errno) and payload; id defaults to the request's. */
+export interface QbReply {
+  error?: number;
+  data?: Uint8Array | readonly Uint8Array[];
+  id?: number;
+}
+
+/** A request handler. Throwing (or rejecting) answers -EIO and reports the error. */
+export type QbHandler = (request: QbRequest) => QbReply | Promise<QbReply>;
+
+/** Per-connection statistics (libqb's `qb_ipcs_connection_stats_2`, plus bytes). */
+export interface ConnectionStats {
+  readonly pid: number;
+  readonly uid: number;
+  readonly requests: number;
+  readonly responses: number;
+  readonly events: number;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  /** Writes retried because the client's ring or socket was full. */
+  readonly sendRetries: number;
+  readonly flowControlState: number;
+  readonly flowControlCount: number;
+  /** Events written that the client has not read yet. */
+  readonly eventQueueLength: number;
+  /** Responses and events waiting for room (not yet written). */
+  readonly queued: number;
+  /** Requests being handled. */
+  readonly inFlight: number;
+}
+
+/** The connection's queue of outgoing messages reached its bound. */
+export class QueueFullError extends Error {
+  /** Always `"ERR_QBUN_QUEUE_FULL"`. */
+  readonly code = "ERR_QBUN_QUEUE_FULL";
+  constructor(bound: number) {
+    super(`the connection's outgoing queue holds ${bound} messages already (its bound): the client is not reading`);
+    this.name = "QueueFullError";
+  }
+}
+
+/** Server-wide settings a connection follows. @internal */
+export interface ConnectionPolicy {
+  handler: QbHandler;
+  /** Requests handled per wake-up before yielding to other connections. */
+  batch: number;
+  /** Flow control forced by the rate limit (0 = none). */
+  forcedFlowControl: number;
+  /** In-flight requests at which flow control closes (reopens at half). */
+  flowControlHighWater: number;
+  /** Most responses + events queued per connection. */
+  maxQueued: number;
+  /** Hand handlers the request bytes in place (valid during the synchronous part only). */
+  zeroCopy: boolean;
+  onError(error: unknown, connection: QbConnection): void;
+}
+
+interface PendingResponse {
+  done: boolean;
+  parts?: Uint8Array[];
+}
+
+type Outgoing = { kind: "response" | "event"; parts: Uint8Array[]; size: number };
+
+const EIO = 5;
+const EMSGSIZE = 90;
+const EBADMSG = 74;
+
+/**
+ * A connected client. Created by the server after a successful handshake.
+ */
+export class QbConnection {
+  /** Identity and negotiated parameters. */
+  readonly info: ConnectionInfo;
+  readonly #transport: ServerTransport;
+  readonly #setup: UnixStream;
+  readonly #policy: ConnectionPolicy;
+  readonly #onClosed: (connection: QbConnection, reason: unknown) => void;
+  readonly #abort = new AbortController();
+  /** Responses in request order; the head is written first. */
+  readonly #pending: PendingResponse[] = [];
+  /** Responses and events ready to write, in order. */
+  readonly #outgoing: Outgoing[] = [];
+  #flushing = false;
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  #retryDelay = 0;
+  #flowControl = 0;
+  #closed = false;
+  #stats = { requests: 0, responses: 0, events: 0, bytesIn: 0, bytesOut: 0, sendRetries: 0, flowControlCount: 0 };
+
+  /** @internal */
+  constructor(
+    info: ConnectionInfo,
+    transport: ServerTransport,
+    setup: UnixStream,
+    policy: ConnectionPolicy,
+    onClosed: (connection: QbConnection, reason: unknown) => void,
+  ) {
+    this.info = info;
+    this.#transport = transport;
+    this.#setup = setup;
+    this.#policy = policy;
+    this.#onClosed = onClosed;
+  }
+
+  /** Aborted when the connection ends. */
+  get signal(): AbortSignal {
+    return this.#abort.signal;
+  }
+
+  /** Whether the connection has ended. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** @internal run until the client leaves or the connection is closed. */
+  async run(): Promise<void> {
+    const signal = this.#abort.signal;
+    try {
+      this.#applyFlowControl();
+      for (;;) {
+        await this.#pump();
+        if (this.#closed) return;
+        await this.#transport.waitForRequests(signal);
+      }
+    } catch (error) {
+      if (this.#closed) return;
+      this.close(error instanceof PeerGoneError ? undefined : error);
+    }
+  }
+
+  /** Handle what is ready, `batch` at a time, yielding between batches. One pump at a time. */
+  async #pump(): Promise<void> {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    try {
+      for (;;) {
+        let handled = 0;
+        while (handled < this.#policy.batch && !this.#closed && this.#flowControl === 0) {
+          // No await between taking a ring chunk and releasing it (SHM answers synchronously).
+          const next = this.#transport.take();
+          const message = next instanceof Promise ? await next : next;
+          if (message === null) return;
+          handled++;
+          this.#dispatch(message);
+        }
+        if (this.#closed || this.#flowControl !== 0) return;
+        await new Promise<void>((resolve) => setImmediate(resolve)); // let other connections run
+      }
+    } finally {
+      this.#pumping = false;
+    }
+  }
+  #pumping = false;
+
+  #dispatch(message: IncomingMessage): void {
+    const bytes = message.bytes;
+    if (bytes.byteLength < REQUEST_HEADER_SIZE) {
+      message.release();
+      throw new RingCorruptError(this.#transport.names.request, `a ${bytes.byteLength}-byte request has no room for its header`);
+    }
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const id = view.getInt32(0, true);
+    const size = view.getInt32(8, true);
+    this.#stats.requests++;
+    this.#stats.bytesIn += bytes.byteLength;
+    if (id === MessageId.DISCONNECT) {
+      message.release();
+      this.close();
+      return;
+    }
+    const slot: PendingResponse = { done: false };
+    this.#pending.push(slot);
+    this.#updateFlowControl();
+    // Refusals keep the connection usable: answer with an error.
+    if (bytes.byteLength > this.info.maxMessageSize) {
+      message.release();
+      this.#complete(slot, id, { error: -EMSGSIZE }, false);
+      return;
+    }
+    if (size < REQUEST_HEADER_SIZE || size > bytes.byteLength) {
+      message.release();
+      this.#complete(slot, id, { error: -EBADMSG }, false);
+      return;
+    }
+    const inPlace = message.inPlace && this.#policy.zeroCopy;
+    const payload = inPlace || !message.inPlace
+      ? bytes.subarray(REQUEST_HEADER_SIZE, size)
+      : bytes.slice(REQUEST_HEADER_SIZE, size);
+    let result: QbReply | Promise<QbReply>;
+    try {
+      result = this.#policy.handler({ id, payload, connection: this, signal: this.#abort.signal });
+    } catch (error) {
+      this.#policy.onError(error, this);
+      result = { error: -EIO };
+    }
+    if (result instanceof Promise) {
+      message.release();
+      result.then(
+        (reply) => this.#complete(slot, id, reply, false),
+        (error) => {
+          this.#policy.onError(error, this);
+          this.#complete(slot, id, { error: -EIO }, false);
+        },
+      );
+      return;
+    }
+    // A synchronous reply may point into the request ring: write it before reclaiming when it can go out now.
+    this.#complete(slot, id, result, inPlace);
+    message.release();
+  }
+
+  /** Record a handler's reply; responses leave in request order. */
+  #complete(slot: PendingResponse, requestId: number, reply: QbReply, mayAliasRing: boolean): void {
+    if (this.#closed) return;
+    const data = reply.data === undefined ? [] : reply.data instanceof Uint8Array ? [reply.data] : [...reply.data];
+    let size = RESPONSE_HEADER_SIZE;
+    for (const part of data) size += part.byteLength;
+    let error = reply.error ?? 0;
+    if (size > this.info.maxMessageSize) {
+      this.#policy.onError(
+        new RangeError(`response of ${size} bytes to request ${requestId} exceeds the connection's ${this.info.maxMessageSize}-byte maximum; answered -EMSGSIZE`),
+        this,
+      );
+      data.length = 0;
+      size = RESPONSE_HEADER_SIZE;
+      error = -EMSGSIZE;
+    }
+    const header = new Uint8Array(RESPONSE_HEADER_SIZE);
+    putResponseHeader(new DataView(header.buffer), 0, reply.id ?? requestId, size, error);
+    slot.parts = [header, ...data];
+    slot.done = true;
+    while (this.#pending.length > 0 && this.#pending[0]!.done) {
+      const head = this.#pending.shift()!;
+      this.#outgoing.push({ kind: "response", parts: head.parts!, size: sizeOf(head.parts!) });
+    }
+    this.#flush();
+    // A reply that could not be written now must not keep pointing into the ring.
+    if (mayAliasRing && data.length > 0) {
+      const queued = this.#outgoing.find((item) => item.parts === slot.parts);
+      if (queued || this.#pending.includes(slot)) {
+        slot.parts = slot.parts.map((part) => (part === header ? part : part.slice()));
+        if (queued) queued.parts = slot.parts;
+      }
+    }
+    this.#updateFlowControl();
+  }
+
+  /**
+   * Send an event to this client (libqb's `qb_ipcs_event_send`): header id
+   * `id`, then `data`. Events reach the client in the order sent and before
+   * the response to the request being handled when they were sent. When the
+   * client's event ring is full the event waits in the connection's queue;
+   * throws {@link QueueFullError} at the queue's bound, RangeError above the
+   * negotiated size.
+   */
+  sendEvent(id: number, data: Uint8Array | readonly Uint8Array[] = []): void {
+    if (this.#closed) throw new Error(`connection ${this.info.id} is closed`);
+    const parts = data instanceof Uint8Array ? [data] : [...data];
+    let size = RESPONSE_HEADER_SIZE;
+    for (const part of parts) size += part.byteLength;
+    if (size > this.info.maxMessageSize) {
+      throw new RangeError(`an event of ${size} bytes exceeds the connection's ${this.info.maxMessageSize}-byte maximum`);
+    }
+    if (this.#outgoing.length >= this.#policy.maxQueued) throw new QueueFullError(this.#policy.maxQueued);
+    const header = new Uint8Array(RESPONSE_HEADER_SIZE);
+    putResponseHeader(new DataView(header.buffer), 0, id, size, 0);
+    this.#outgoing.push({ kind: "event", parts: [header, ...parts.map((p) => p.slice())], size });
+    this.#flush();
+  }
+
+  /** Write what is queued, in order, until something does not fit. */
+  #flush(): void {
+    if (this.#flushing || this.#closed) return;
+    void this.#flushLoop();
+  }
+
+  /** Runs synchronously while writes complete synchronously (SHM). */
+  async #flushLoop(): Promise<void> {
+    this.#flushing = true;
+    try {
+      while (this.#outgoing.length > 0 && !this.#closed) {
+        const item = this.#outgoing[0]!;
+        const result = item.kind === "response" ? this.#transport.writeResponse(item.parts) : this.#transport.writeEvent(item.parts);
+        const written = typeof result === "boolean" ? result : await result;
+        if (!written) {
+          this.#stats.sendRetries++;
+          this.#scheduleRetry();
+          return;
+        }
+        this.#outgoing.shift();
+        this.#retryDelay = 0;
+        this.#stats.bytesOut += item.size;
+        if (item.kind === "response") this.#stats.responses++;
+        else this.#stats.events++;
+      }
+      this.#updateFlowControl();
+      if (this.#outgoing.length === 0 && this.#pending.length === 0) this.#notifyIdle();
+    } catch (error) {
+      this.close(error);
+    } finally {
+      this.#flushing = false;
+    }
+  }
+
+  #idleWaiters: (() => void)[] = [];
+
+  #notifyIdle(): void {
+    for (const wake of this.#idleWaiters.splice(0)) wake();
+  }
+
+  /**
+   * The client frees ring space by reading, which it does not announce: a
+   * full ring is retried after a doubling pause (1 … 50 ms) — only while
+   * something is waiting — and at every request the client sends.
+   */
+  #scheduleRetry(): void {
+    if (this.#retryTimer || this.#closed) return;
+    this.#retryDelay = Math.min(this.#retryDelay * 2 || 1, 50);
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.#flush();
+    }, this.#retryDelay);
+  }
+
+  /** Close or reopen libqb's flow control from the number of unanswered requests. */
+  #updateFlowControl(): void {
+    const unanswered = this.#pending.length + this.#outgoing.length;
+    const high = this.#policy.flowControlHighWater;
+    if (this.#flowControl === 0 && unanswered >= high) this.#setFlowControl(1);
+    else if (this.#flowControl !== 0 && this.#policy.forcedFlowControl === 0 && unanswered <= high / 2) {
+      this.#setFlowControl(0);
+      void this.#pump().catch((error) => this.close(error));
+    }
+  }
+
+  /** @internal re-read the server's rate-limit setting. */
+  applyPolicy(): void {
+    this.#applyFlowControl();
+  }
+
+  #applyFlowControl(): void {
+    if (this.#policy.forcedFlowControl !== 0) this.#setFlowControl(this.#policy.forcedFlowControl);
+    else if (this.#flowControl !== 0) this.#updateFlowControl();
+  }
+
+  #setFlowControl(value: number): void {
+    if (value === this.#flowControl) return;
+    this.#flowControl = value;
+    this.#stats.flowControlCount++;
+    if (!this.#closed) this.#transport.flowControl = value;
+  }
+
+  /** Current statistics. */
+  stats(): ConnectionStats {
+    return {
+      pid: this.info.pid,
+      uid: this.info.uid,
+      ...this.#stats,
+      flowControlState: this.#flowControl,
+      eventQueueLength: this.#transport.unreadEvents,
+      queued: this.#outgoing.length,
+      inFlight: this.#pending.length,
+    };
+  }
+
+  /** Wait until every accepted request is answered and written (or the connection ends). */
+  async drain(signal?: AbortSignal): Promise<void> {
+    while (!this.#closed && (this.#pending.length > 0 || this.#outgoing.length > 0)) {
+      signal?.throwIfAborted();
+      const { promise, resolve } = Promise.withResolvers<void>();
+      this.#idleWaiters.push(resolve);
+      const onAbort = () => resolve();
+      signal?.addEventListener("abort", onAbort, { once: true });
+      await promise;
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /**
+   * End the connection now: pending handlers see their signal aborted, their
+   * replies are dropped, every file and socket of the connection is removed.
+   */
+  close(reason?: unknown): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#retryTimer);
+    this.#abort.abort(reason ?? new Error("connection closed"));
+    this.#notifyIdle();
+    this.#transport.close();
+    this.#setup.close();
+    this.#onClosed(this, reason);
+  }
+}
+
+function sizeOf(parts: readonly Uint8Array[]): number {
+  let n = 0;
+  for (const part of parts) n += part.byteLength;
+  return n;
+}

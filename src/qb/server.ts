@@ -1,0 +1,346 @@
+/**
+ * A libqb-compatible IPC server: existing `qb_ipcc_*` clients (libqb 2.x)
+ * connect to it unchanged, over shared-memory rings or datagram sockets.
+ * @module
+ */
+import { chmodSync, chownSync, existsSync, mkdtempSync, rmdirSync } from "node:fs";
+import { QbunArgumentError, QbunSystemError } from "../../ffi/errors.ts";
+import { UnixListener, type Credentials, type UnixStream } from "../unix/index.ts";
+import {
+  QbConnection,
+  type AccessLevel,
+  type ConnectionInfo,
+  type ConnectionPolicy,
+  type QbHandler,
+} from "./connection.ts";
+import { ShmServerTransport, type TransportSetup } from "./shm-transport.ts";
+import { libqbAbstract, SocketServerTransport } from "./socket-transport.ts";
+import type { ServerTransport } from "./transport.ts";
+import {
+  CONNECTION_REQUEST_SIZE,
+  ConnectionType,
+  encodeConnectionResponse,
+  MIN_MAX_MSG_SIZE,
+  parseConnectionRequest,
+} from "./wire.ts";
+
+/** libqb's rate limits (`qb_ipcs_request_rate_limit`). */
+export type RateLimit = "fast" | "normal" | "slow" | "off" | "off2";
+
+const RATE: Record<RateLimit, { batch: number; flowControl: number }> = {
+  fast: { batch: 50, flowControl: 0 },
+  normal: { batch: 5, flowControl: 0 },
+  slow: { batch: 1, flowControl: 0 },
+  off: { batch: 1, flowControl: 1 },
+  off2: { batch: 1, flowControl: 2 },
+};
+
+/** What `authenticate` may answer: an access level, "reject" (EACCES), or a negative errno to refuse with. */
+export type AuthDecision = AccessLevel | "reject" | number;
+
+/** Options for {@link QbServer.listen}. */
+export interface QbServerOptions {
+  /** Service name (the abstract socket name clients connect to). */
+  name: string;
+  /** Handles every request. */
+  handler: QbHandler;
+  /** `shm` (default; libqb's NATIVE on Linux) or `socket`. */
+  transport?: "shm" | "socket";
+  /** Decide on a connecting peer from its kernel credentials. Default: everyone read-write. */
+  authenticate?: (peer: Credentials) => AuthDecision | Promise<AuthDecision>;
+  /** Smallest max message size to negotiate (libqb's `qb_ipcs_enforce_buffer_size`). */
+  maxMessageSize?: number;
+  /** Largest max message size a client may ask for (default 64 MiB); above it the connection is refused with EMSGSIZE. */
+  maxMessageSizeLimit?: number;
+  /** Requests per wake-up and flow control, as libqb's rate limits. Default `normal`. */
+  rateLimit?: RateLimit;
+  /** Unanswered requests per connection at which flow control closes (default 64; reopens at half). */
+  flowControlHighWater?: number;
+  /** Most responses and events queued per connection while the client does not read (default 1024). */
+  maxQueued?: number;
+  /**
+   * Hand handlers request payloads in place in shared memory, valid only
+   * during the handler's synchronous part (default false: a copy).
+   */
+  zeroCopyRequests?: boolean;
+  /** Mode of each ring/control file (default 0o600, as libqb). */
+  fileMode?: number;
+  /**
+   * Listen on a filesystem socket `<socketDir>/<name>` instead of the abstract
+   * name. Default: as libqb, when `/etc/libqb/force-filesystem-sockets` exists.
+   */
+  filesystemSocket?: boolean;
+  /** Directory for filesystem-socket mode (default `/tmp`, Debian's libqb SOCKETDIR). */
+  socketDir?: string;
+  /** Directory for per-connection files (default `/dev/shm`). */
+  shmDir?: string;
+  /** Close a connection that sends no connection request within this many ms (default 10 s). */
+  handshakeTimeout?: number;
+  /** Called once a connection is established. */
+  onConnect?: (connection: QbConnection) => void;
+  /** Called when a connection ends (`reason` undefined for a normal disconnect). */
+  onDisconnect?: (connection: QbConnection, reason: unknown) => void;
+  /** Errors that are not the caller's to catch: handler failures, corrupt peers, failed handshakes. */
+  onError?: (error: unknown, connection?: QbConnection) => void;
+}
+
+/** Server-wide statistics (libqb's `qb_ipcs_stats`). */
+export interface ServerStats {
+  readonly activeConnections: number;
+  readonly closedConnections: number;
+}
+
+const FORCE_FILESYSTEM_SOCKETS = "/etc/libqb/force-filesystem-sockets";
+const EACCES = 13;
+const EMSGSIZE = 90;
+
+/**
+ * A libqb IPC server.
+ *
+ * ```ts
+ * await using server = await QbServer.listen({
+ *   name: "my-service",
+ *   handler: ({ id, payload }) => ({ data: payload }), // echo
+ * });
+ * server.broadcast(7, new TextEncoder().encode("hello, everyone"));
+ * ```
+ */
+export class QbServer implements AsyncDisposable {
+  /** The service name. */
+  readonly name: string;
+  /** `shm` or `socket`. */
+  readonly transport: "shm" | "socket";
+  /** Where clients connect: `@name` (abstract, padded) or a path. */
+  readonly address: string;
+  readonly #listener: UnixListener;
+  readonly #options: QbServerOptions;
+  readonly #policy: ConnectionPolicy;
+  readonly #connections = new Map<number, QbConnection>();
+  readonly #handshakes = new Set<UnixStream>();
+  readonly #stop = new AbortController();
+  #nextId = 1;
+  #closed = 0;
+  #stopped = false;
+
+  private constructor(listener: UnixListener, address: string, options: QbServerOptions) {
+    this.#listener = listener;
+    this.address = address;
+    this.name = options.name;
+    this.transport = options.transport ?? "shm";
+    this.#options = options;
+    const rate = RATE[options.rateLimit ?? "normal"];
+    this.#policy = {
+      handler: options.handler,
+      batch: rate.batch,
+      forcedFlowControl: rate.flowControl,
+      flowControlHighWater: options.flowControlHighWater ?? 64,
+      maxQueued: options.maxQueued ?? 1024,
+      zeroCopy: options.zeroCopyRequests ?? false,
+      onError: (error, connection) => this.#report(error, connection),
+    };
+  }
+
+  /** Start listening. Rejects with EADDRINUSE when the name is taken. */
+  static async listen(options: QbServerOptions): Promise<QbServer> {
+    checkOptions(options);
+    const filesystem = options.filesystemSocket ?? existsSync(FORCE_FILESYSTEM_SOCKETS);
+    let listener: UnixListener;
+    let address: string;
+    if (filesystem) {
+      address = `${options.socketDir ?? "/tmp"}/${options.name}`;
+      listener = UnixListener.listen(address, { backlog: 128, mode: 0o777 });
+    } else {
+      address = `@${options.name}`;
+      listener = UnixListener.listen(libqbAbstract(options.name), { backlog: 128 });
+    }
+    // Credentials for connections not yet accepted: the kernel attaches them then.
+    listener.passCredentials = true;
+    const server = new QbServer(listener, address, options);
+    void server.#acceptLoop();
+    return server;
+  }
+
+  async #acceptLoop(): Promise<void> {
+    try {
+      for await (const setup of this.#listener) void this.#handshake(setup);
+    } catch (error) {
+      this.#report(error);
+    }
+  }
+
+  async #handshake(setup: UnixStream): Promise<void> {
+    this.#handshakes.add(setup);
+    let dir: string | undefined;
+    let transport: ServerTransport | undefined;
+    let owned = false;
+    try {
+      setup.passCredentials = true;
+      const signal = AbortSignal.any([this.#stop.signal, AbortSignal.timeout(this.#options.handshakeTimeout ?? 10_000)]);
+      const { request, credentials } = await readConnectionRequest(setup, signal);
+      // libqb closes without an answer when credentials or the id are missing.
+      if (!credentials || !request) return void setup.close();
+      const limit = this.#options.maxMessageSizeLimit ?? 64 * 1024 * 1024;
+      const maxMessageSize = Math.max(request.maxMessageSize, this.#options.maxMessageSize ?? 0, MIN_MAX_MSG_SIZE);
+      const shmDir = this.#options.shmDir ?? "/dev/shm";
+      dir = mkdtempSync(`${shmDir}/qb-${process.pid}-${credentials.pid}-${setup.fd}-`);
+      chmodSync(dir, 0o770);
+      try {
+        chownSync(dir, credentials.uid, credentials.gid);
+      } catch {}
+      let decision: AuthDecision = maxMessageSize > limit ? -EMSGSIZE : "read-write";
+      if (decision === "read-write" && this.#options.authenticate) decision = await this.#options.authenticate(credentials);
+      if (typeof decision === "number" || decision === "reject") {
+        const error = decision === "reject" ? -EACCES : decision < 0 ? decision : -EACCES;
+        await setup.write(encodeConnectionResponse({ error, connectionType: 0, maxMessageSize: 0, request: "", response: "", event: "" }));
+        return;
+      }
+      const config: TransportSetup = {
+        dir,
+        service: this.name,
+        maxMessageSize,
+        uid: credentials.uid,
+        gid: credentials.gid,
+        mode: this.#options.fileMode ?? 0o600,
+        setup,
+      };
+      try {
+        transport = this.transport === "shm" ? new ShmServerTransport(config) : new SocketServerTransport(config);
+      } catch (error) {
+        const errno = error instanceof QbunSystemError ? error.errno : 12; /* ENOMEM */
+        await setup.write(encodeConnectionResponse({ error: -errno, connectionType: 0, maxMessageSize: 0, request: "", response: "", event: "" }));
+        throw error;
+      }
+      const info: ConnectionInfo = {
+        id: this.#nextId++,
+        pid: credentials.pid,
+        uid: credentials.uid,
+        gid: credentials.gid,
+        access: decision,
+        transport: this.transport,
+        maxMessageSize,
+      };
+      await setup.write(
+        encodeConnectionResponse({
+          error: 0,
+          connectionType: this.transport === "shm" ? ConnectionType.SHM : ConnectionType.SOCKET,
+          maxMessageSize,
+          ...transport.names,
+        }),
+      );
+      if (this.#stopped) throw new Error("server stopping");
+      const connection = new QbConnection(info, transport, setup, this.#policy, (c, reason) => this.#closedConnection(c, reason));
+      transport = undefined; // owned by the connection now, with the directory and the setup socket
+      dir = undefined;
+      owned = true;
+      this.#handshakes.delete(setup);
+      this.#connections.set(info.id, connection);
+      this.#options.onConnect?.(connection);
+      await connection.run();
+    } catch (error) {
+      if (!this.#stopped) this.#report(error);
+    } finally {
+      this.#handshakes.delete(setup);
+      if (transport) transport.close();
+      if (dir) {
+        try {
+          rmdirSync(dir);
+        } catch {}
+      }
+      if (!owned) setup.close(); // an established connection closes its own setup socket
+    }
+  }
+
+  #closedConnection(connection: QbConnection, reason: unknown): void {
+    this.#connections.delete(connection.info.id);
+    this.#closed++;
+    if (reason !== undefined) this.#report(reason, connection);
+    this.#options.onDisconnect?.(connection, reason);
+  }
+
+  #report(error: unknown, connection?: QbConnection): void {
+    this.#options.onError?.(error, connection);
+  }
+
+  /** The established connections. */
+  connections(): QbConnection[] {
+    return [...this.#connections.values()];
+  }
+
+  /**
+   * Send an event to every connection. Returns how many took it; a
+   * connection whose queue is at its bound is skipped and reported to onError.
+   */
+  broadcast(id: number, data: Uint8Array | readonly Uint8Array[] = []): number {
+    let sent = 0;
+    for (const connection of this.#connections.values()) {
+      try {
+        connection.sendEvent(id, data);
+        sent++;
+      } catch (error) {
+        this.#report(error, connection);
+      }
+    }
+    return sent;
+  }
+
+  /** Change the rate limit (requests per wake-up; "off"/"off2" close flow control for existing connections). */
+  setRateLimit(rateLimit: RateLimit): void {
+    const rate = RATE[rateLimit];
+    if (!rate) throw new QbunArgumentError(`rate limit must be one of ${Object.keys(RATE).join(", ")}`);
+    this.#policy.batch = rate.batch;
+    this.#policy.forcedFlowControl = rate.flowControl;
+    for (const connection of this.#connections.values()) connection.applyPolicy();
+  }
+
+  /** Active and closed connection counts. */
+  stats(): ServerStats {
+    return { activeConnections: this.#connections.size, closedConnections: this.#closed };
+  }
+
+  /**
+   * Stop: no new connections; requests in flight are answered (for up to
+   * `timeout` ms, default 5 s), then every connection is closed and all its
+   * files and sockets removed.
+   */
+  async stop(options: { timeout?: number } = {}): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#listener.close();
+    this.#stop.abort(new Error("server stopping"));
+    for (const setup of this.#handshakes) setup.close();
+    const deadline = AbortSignal.timeout(options.timeout ?? 5000);
+    await Promise.all([...this.#connections.values()].map((c) => c.drain(deadline).catch(() => {})));
+    for (const connection of [...this.#connections.values()]) connection.close();
+  }
+
+  /** Same as {@link QbServer.stop}. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}
+
+/** Read the 24-byte connection request and the credentials that came with it. */
+async function readConnectionRequest(setup: UnixStream, signal: AbortSignal) {
+  const bytes = new Uint8Array(CONNECTION_REQUEST_SIZE);
+  let got = 0;
+  let credentials: Credentials | undefined;
+  while (got < CONNECTION_REQUEST_SIZE) {
+    const message = await setup.receiveMessage({ maxBytes: CONNECTION_REQUEST_SIZE - got, maxFds: 0, signal });
+    if (message === null) return { request: null, credentials: undefined };
+    credentials ??= message.credentials;
+    bytes.set(message.data, got);
+    got += message.data.byteLength;
+  }
+  return { request: parseConnectionRequest(bytes), credentials };
+}
+
+function checkOptions(options: QbServerOptions): void {
+  if (typeof options.name !== "string" || options.name.length === 0 || options.name.includes("\0") || options.name.includes("/")) {
+    throw new QbunArgumentError(`service name must be a non-empty string without "/" or NUL: ${JSON.stringify(options.name)}`);
+  }
+  if (new TextEncoder().encode(options.name).length > 106) throw new QbunArgumentError("service name longer than libqb's 106-byte limit");
+  if (typeof options.handler !== "function") throw new QbunArgumentError("handler must be a function");
+  if (options.transport !== undefined && options.transport !== "shm" && options.transport !== "socket") {
+    throw new QbunArgumentError(`transport must be "shm" or "socket", not ${JSON.stringify(options.transport)}`);
+  }
+}

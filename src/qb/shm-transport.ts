@@ -1,0 +1,117 @@
+/**
+ * libqb's shared-memory transport, server side: three rings (request,
+ * response, event) in a per-connection directory under /dev/shm, and one
+ * notification byte on the setup socket per request (client → server) and
+ * per event (server → client). Responses carry no byte: the client waits on
+ * the response ring's semaphore.
+ * @module
+ */
+import { rmdirSync } from "node:fs";
+import type { UnixStream } from "../unix/index.ts";
+import { Ring, ringFiles, type RingFiles } from "./ring.ts";
+import type { IncomingMessage, ServerTransport, TransportNames } from "./transport.ts";
+
+/** The peer closed its setup socket. */
+export class PeerGoneError extends Error {
+  /** Always `"ERR_QBUN_PEER_GONE"`. */
+  readonly code = "ERR_QBUN_PEER_GONE";
+  constructor() {
+    super("the client closed its connection");
+    this.name = "PeerGoneError";
+  }
+}
+
+/** What a transport needs to know about the connection it serves. */
+export interface TransportSetup {
+  /** The per-connection directory (already created). */
+  readonly dir: string;
+  readonly service: string;
+  readonly maxMessageSize: number;
+  /** Owner and mode for every file (the client's ids, 0600 by default). */
+  readonly uid: number;
+  readonly gid: number;
+  readonly mode: number;
+  /** The accepted setup socket (owned by the connection, not the transport). */
+  readonly setup: UnixStream;
+}
+
+const NOTIFY = new Uint8Array([0]);
+
+/** The server half of one SHM connection. */
+export class ShmServerTransport implements ServerTransport {
+  readonly kind = "shm" as const;
+  readonly names: TransportNames;
+  readonly #request: Ring;
+  readonly #response: Ring;
+  readonly #event: Ring;
+  readonly #setup: UnixStream;
+  readonly #dir: string;
+  readonly #bytes = new Uint8Array(256);
+  #closed = false;
+
+  /** Create the three rings in `setup.dir` (request, response, event, in libqb's order). */
+  constructor(setup: TransportSetup) {
+    const files = (name: string): RingFiles => ringFiles(`${setup.dir}/qb-${name}-${setup.service}`);
+    const ring = (name: string) =>
+      Ring.create({ files: files(name), maxMessageSize: setup.maxMessageSize, uid: setup.uid, gid: setup.gid, mode: setup.mode });
+    const made: Ring[] = [];
+    try {
+      made.push(ring("request"), ring("response"), ring("event"));
+    } catch (error) {
+      for (const r of made) r.close(true);
+      throw error;
+    }
+    [this.#request, this.#response, this.#event] = made as [Ring, Ring, Ring];
+    this.#setup = setup.setup;
+    this.#dir = setup.dir;
+    this.names = {
+      request: this.#request.files.prefix,
+      response: this.#response.files.prefix,
+      event: this.#event.files.prefix,
+    };
+  }
+
+  take(): IncomingMessage | null {
+    const bytes = this.#request.take();
+    if (bytes === null) return null;
+    const ring = this.#request;
+    return { bytes, inPlace: true, release: () => ring.reclaim(bytes.byteLength) };
+  }
+
+  /** Notification bytes are meaningless: reading them only tells us to look at the ring. */
+  async waitForRequests(signal: AbortSignal): Promise<void> {
+    const n = await this.#setup.readInto(this.#bytes, { signal });
+    if (n === 0) throw new PeerGoneError();
+  }
+
+  writeResponse(parts: readonly Uint8Array[]): boolean {
+    return this.#response.write(parts);
+  }
+
+  writeEvent(parts: readonly Uint8Array[]): boolean {
+    if (!this.#event.write(parts)) return false;
+    // One byte per event, never dropped: stream writes queue when the socket is full.
+    this.#setup.write(NOTIFY).catch(() => {}); // a dead peer is noticed by the reader
+    return true;
+  }
+
+  get flowControl(): number {
+    return this.#request.userInt;
+  }
+  set flowControl(value: number) {
+    this.#request.userInt = value;
+  }
+
+  get unreadEvents(): number {
+    return this.#closed ? 0 : this.#event.pending;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const ring of [this.#response, this.#event, this.#request]) ring.close(true);
+    try {
+      rmdirSync(this.#dir);
+    } catch {}
+  }
+}

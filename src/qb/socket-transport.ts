@@ -1,0 +1,169 @@
+/**
+ * libqb's socket transport, server side: a 24-byte control file of atomic
+ * counters and flow control, and abstract datagram sockets — one carrying
+ * requests and responses (`<base>-request`), one sending events
+ * (`<base>-event-tx`). The setup socket only signals liveness.
+ * @module
+ */
+import { rmdirSync, unlinkSync } from "node:fs";
+import { SharedMemory, type Mapping } from "../shm/index.ts";
+import { UnixDatagram, type AddressInput } from "../unix/index.ts";
+import { PeerGoneError, type TransportSetup } from "./shm-transport.ts";
+import type { IncomingMessage, ServerTransport, TransportNames } from "./transport.ts";
+
+/** Control file int32 slots: {sent, flow_control} for request, response, event. */
+const Control = { REQUEST_SENT: 0, REQUEST_FC: 1, RESPONSE_SENT: 2, EVENT_SENT: 4 } as const;
+const CONTROL_SIZE = 24;
+/** libqb names abstract sockets into sun_path + 1 with snprintf: at most 106 bytes. */
+const ABSTRACT_NAME_MAX = 106;
+
+/** libqb's padded abstract address for a name (truncated as libqb truncates it). */
+export function libqbAbstract(name: string): AddressInput {
+  const raw = new TextEncoder().encode(name).subarray(0, ABSTRACT_NAME_MAX);
+  return { abstract: raw, padded: true };
+}
+
+/** The server half of one socket-transport connection. */
+export class SocketServerTransport implements ServerTransport {
+  readonly kind = "socket" as const;
+  readonly names: TransportNames;
+  readonly #controlPath: string;
+  readonly #control: Mapping;
+  readonly #counters: Int32Array;
+  readonly #requests: UnixDatagram;
+  readonly #events: UnixDatagram;
+  readonly #base: string;
+  readonly #dir: string;
+  readonly #peerGone: Promise<never>;
+  readonly #stopLiveness = new AbortController();
+  #responseConnected = false;
+  #eventConnected = false;
+  #closed = false;
+
+  constructor(setup: TransportSetup) {
+    this.#dir = setup.dir;
+    this.#controlPath = `${setup.dir}/qb-control-${setup.service}`;
+    this.#base = `${setup.dir}/qb-${setup.service}`;
+    const file = SharedMemory.openFile({ path: this.#controlPath, create: true, size: CONTROL_SIZE });
+    let requests: UnixDatagram | undefined;
+    try {
+      try {
+        file.chown(setup.uid, setup.gid);
+      } catch (error) {
+        if ((error as { code?: string }).code !== "EPERM") throw error;
+      }
+      file.chmod(setup.mode);
+      this.#control = file.map();
+      this.#counters = new Int32Array(this.#control.bytes.buffer, this.#control.bytes.byteOffset, CONTROL_SIZE / 4);
+      this.#counters.fill(0);
+      requests = UnixDatagram.bound(libqbAbstract(`${this.#base}-request`));
+      this.#events = UnixDatagram.bound(libqbAbstract(`${this.#base}-event-tx`));
+      this.#requests = requests;
+      for (const socket of [this.#requests, this.#events]) {
+        if (socket.sendBufferSize <= setup.maxMessageSize) socket.sendBufferSize = setup.maxMessageSize;
+        if (socket.receiveBufferSize <= setup.maxMessageSize) socket.receiveBufferSize = setup.maxMessageSize;
+      }
+    } catch (error) {
+      requests?.close();
+      file.close();
+      try {
+        unlinkSync(this.#controlPath);
+      } catch {}
+      throw error;
+    } finally {
+      file.close();
+    }
+    this.names = { request: this.#controlPath, response: this.#base, event: "" };
+    // The setup stream carries nothing here: its end of stream is the peer leaving.
+    this.#peerGone = (async () => {
+      for (;;) {
+        const chunk = await setup.setup.read({ maxBytes: 64, signal: this.#stopLiveness.signal });
+        if (chunk === null) throw new PeerGoneError();
+      }
+    })();
+    this.#peerGone.catch(() => {});
+  }
+
+  async take(): Promise<IncomingMessage | null> {
+    const message = await this.#requests.tryReceive({ maxFds: 0 });
+    if (message === undefined) return null;
+    Atomics.sub(this.#counters, Control.REQUEST_SENT, 1);
+    return { bytes: message.data, inPlace: false, release() {} };
+  }
+
+  async waitForRequests(signal: AbortSignal): Promise<void> {
+    await Promise.race([this.#requests.readable({ signal }), this.#peerGone]);
+  }
+
+  async writeResponse(parts: readonly Uint8Array[]): Promise<boolean> {
+    if (!this.#responseConnected) {
+      await connectWithRetry(this.#requests, `${this.#base}-response`);
+      this.#responseConnected = true;
+    }
+    await this.#requests.send(concat(parts));
+    Atomics.add(this.#counters, Control.RESPONSE_SENT, 1);
+    return true;
+  }
+
+  async writeEvent(parts: readonly Uint8Array[]): Promise<boolean> {
+    if (!this.#eventConnected) {
+      await connectWithRetry(this.#events, `${this.#base}-event`);
+      this.#eventConnected = true;
+    }
+    await this.#events.send(concat(parts));
+    Atomics.add(this.#counters, Control.EVENT_SENT, 1);
+    return true;
+  }
+
+  get flowControl(): number {
+    return Atomics.load(this.#counters, Control.REQUEST_FC);
+  }
+  set flowControl(value: number) {
+    Atomics.store(this.#counters, Control.REQUEST_FC, value);
+  }
+
+  get unreadEvents(): number {
+    return this.#closed ? 0 : Math.max(0, Atomics.load(this.#counters, Control.EVENT_SENT));
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#stopLiveness.abort();
+    this.#requests.close();
+    this.#events.close();
+    this.#control.close();
+    for (const remove of [() => unlinkSync(this.#controlPath), () => rmdirSync(this.#dir)]) {
+      try {
+        remove();
+      } catch {}
+    }
+  }
+}
+
+/** The client binds its sockets after reading the connection response: retry briefly, as libqb does (10 × 100 ms). */
+async function connectWithRetry(socket: UnixDatagram, name: string): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      socket.connect(libqbAbstract(name));
+      return;
+    } catch (error) {
+      if (attempt >= 9 || (error as { code?: string }).code !== "ECONNREFUSED") throw error;
+      await Bun.sleep(100);
+    }
+  }
+}
+
+function concat(parts: readonly Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0]!;
+  let length = 0;
+  for (const part of parts) length += part.byteLength;
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.byteLength;
+  }
+  return out;
+}
+

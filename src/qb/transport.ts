@@ -1,0 +1,50 @@
+/**
+ * The seam between a server connection and how its messages travel. Each
+ * transport (shared-memory rings, datagram sockets) implements this once;
+ * the connection logic (ordering, flow control, stats) never looks past it.
+ * @module
+ */
+
+/** Names sent to the client in the connection response. */
+export interface TransportNames {
+  readonly request: string;
+  readonly response: string;
+  readonly event: string;
+}
+
+/** One received request: bytes valid until `release()`. */
+export interface IncomingMessage {
+  /** The whole message (request header + payload), possibly in place in shared memory. */
+  readonly bytes: Uint8Array;
+  /** Whether `bytes` lives in shared memory and must be copied to outlive `release()`. */
+  readonly inPlace: boolean;
+  /** Give the space back to the peer (reclaim the ring chunk). */
+  release(): void;
+}
+
+/** A server connection's transport. */
+export interface ServerTransport {
+  /** `shm` or `socket`. */
+  readonly kind: "shm" | "socket";
+  /** What the connection response tells the client. */
+  readonly names: TransportNames;
+  /** Next request if one is ready now; null if none. Throws on a corrupt peer. */
+  take(): IncomingMessage | null | Promise<IncomingMessage | null>;
+  /**
+   * Resolves when more requests may be ready (or the peer went away, which
+   * the transport reports by rejecting or via `onPeerGone`). SHM waits for
+   * notification bytes on the setup socket; the socket transport for its
+   * request datagram socket.
+   */
+  waitForRequests(signal: AbortSignal): Promise<void>;
+  /** Write one response; false when there is no room now (retry later). */
+  writeResponse(parts: readonly Uint8Array[]): boolean | Promise<boolean>;
+  /** Write one event (and its notification); false when there is no room now. */
+  writeEvent(parts: readonly Uint8Array[]): boolean | Promise<boolean>;
+  /** libqb's flow-control value the client reads before each send (0 open, 1 or 2 closed). */
+  flowControl: number;
+  /** Events written but not yet read by the client. */
+  readonly unreadEvents: number;
+  /** Remove every file and socket; idempotent. */
+  close(): void;
+}
