@@ -245,9 +245,16 @@ export class QbConnection {
       );
       return;
     }
-    // A synchronous reply may point into the request ring: write it before reclaiming when it can go out now.
-    this.#complete(slot, id, result, inPlace);
-    message.release();
+    // A synchronous reply may point into the request ring: write it before
+    // reclaiming, but let the client see it only after the reclaim, or a
+    // client sending its next request at once could find the ring still full.
+    this.#transport.holdResponses();
+    try {
+      this.#complete(slot, id, result, inPlace);
+    } finally {
+      message.release();
+      this.#transport.releaseResponses();
+    }
   }
 
   /** Record a handler's reply; responses leave in request order. */

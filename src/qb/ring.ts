@@ -236,6 +236,25 @@ export class Ring implements Disposable {
   }
 
   /**
+   * Hold semaphore posts: chunks written meanwhile are committed but the
+   * reader is not woken until {@link Ring.releasePosts}. The server uses this
+   * to reclaim a request before its response becomes visible, so a client
+   * that sends its next request at once finds the request ring's space.
+   */
+  holdPosts(): void {
+    this.#holding = true;
+  }
+
+  /** Post the semaphore once per chunk written while held. */
+  releasePosts(): void {
+    this.#holding = false;
+    for (; this.#unposted > 0; this.#unposted--) this.#sem.post();
+  }
+
+  #holding = false;
+  #unposted = 0;
+
+  /**
    * Write one chunk made of `parts` (concatenated) and post the semaphore.
    * Returns false, writing nothing, when the ring has no room now.
    */
@@ -256,7 +275,8 @@ export class Ring implements Disposable {
     this.#writePt = this.#next(p, length);
     Atomics.store(this.#header, RingHeader.WRITE_PT / 4, this.#writePt);
     Atomics.store(this.#words, p + 1, ChunkMagic.COMMITTED);
-    this.#sem.post();
+    if (this.#holding) this.#unposted++;
+    else this.#sem.post();
     return true;
   }
 

@@ -84,6 +84,14 @@ export class ShmServerTransport implements ServerTransport {
     if (n === 0) throw new PeerGoneError();
   }
 
+  holdResponses(): void {
+    this.#response.holdPosts();
+  }
+
+  releaseResponses(): void {
+    if (!this.#closed) this.#response.releasePosts();
+  }
+
   writeResponse(parts: readonly Uint8Array[]): boolean {
     return this.#response.write(parts);
   }

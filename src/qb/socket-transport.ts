@@ -95,6 +95,11 @@ export class SocketServerTransport implements ServerTransport {
     await Promise.race([this.#requests.readable({ signal }), this.#peerGone]);
   }
 
+  /** Datagrams are copies: nothing to hold. */
+  holdResponses(): void {}
+
+  releaseResponses(): void {}
+
   async writeResponse(parts: readonly Uint8Array[]): Promise<boolean> {
     if (!this.#responseConnected) {
       await connectWithRetry(this.#requests, `${this.#base}-response`);

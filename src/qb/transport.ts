@@ -37,6 +37,13 @@ export interface ServerTransport {
    * request datagram socket.
    */
   waitForRequests(signal: AbortSignal): Promise<void>;
+  /**
+   * Make responses written from now on invisible to the client until
+   * `releaseResponses()` (SHM: commit but hold the semaphore post).
+   */
+  holdResponses(): void;
+  /** Let the client see the responses written since `holdResponses()`. */
+  releaseResponses(): void;
   /** Write one response; false when there is no room now (retry later). */
   writeResponse(parts: readonly Uint8Array[]): boolean | Promise<boolean>;
   /** Write one event (and its notification); false when there is no room now. */
