@@ -84,8 +84,6 @@ export interface ConnectionPolicy {
   handler: QbHandler;
   /** Requests handled per wake-up before yielding to other connections. */
   batch: number;
-  /** Flow control forced by the rate limit (0 = none). */
-  forcedFlowControl: number;
   /** In-flight requests at which flow control closes (reopens at half). */
   flowControlHighWater: number;
   /** Most responses + events queued per connection. */
@@ -157,7 +155,6 @@ export class QbConnection {
   async run(): Promise<void> {
     const signal = this.#abort.signal;
     try {
-      this.#applyFlowControl();
       for (;;) {
         await this.#pump();
         if (this.#closed) return;
@@ -372,23 +369,31 @@ export class QbConnection {
 
   /** Close or reopen libqb's flow control from the number of unanswered requests. */
   #updateFlowControl(): void {
+    if (this.#forcedFlowControl !== 0) return;
     const unanswered = this.#pending.length + this.#outgoing.length;
     const high = this.#policy.flowControlHighWater;
     if (this.#flowControl === 0 && unanswered >= high) this.#setFlowControl(1);
-    else if (this.#flowControl !== 0 && this.#policy.forcedFlowControl === 0 && unanswered <= high / 2) {
+    else if (this.#flowControl !== 0 && unanswered <= high / 2) {
       this.#setFlowControl(0);
       void this.#pump().catch((error) => this.close(error));
     }
   }
 
-  /** @internal re-read the server's rate-limit setting. */
-  applyPolicy(): void {
-    this.#applyFlowControl();
-  }
+  /** Flow control imposed by the server's rate limit (0: none). */
+  #forcedFlowControl = 0;
 
-  #applyFlowControl(): void {
-    if (this.#policy.forcedFlowControl !== 0) this.#setFlowControl(this.#policy.forcedFlowControl);
-    else if (this.#flowControl !== 0) this.#updateFlowControl();
+  /**
+   * @internal The server's rate limit changed. As libqb does, it reaches the
+   * connections that exist now ("off": 1, "off2": 2, others: 0).
+   */
+  forceFlowControl(value: number): void {
+    this.#forcedFlowControl = value;
+    if (value !== 0) this.#setFlowControl(value);
+    else {
+      this.#setFlowControl(0);
+      this.#updateFlowControl();
+      void this.#pump().catch((error) => this.close(error));
+    }
   }
 
   #setFlowControl(value: number): void {

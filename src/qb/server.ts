@@ -52,7 +52,7 @@ export interface QbServerOptions {
   maxMessageSize?: number;
   /** Largest max message size a client may ask for (default 64 MiB); above it the connection is refused with EMSGSIZE. */
   maxMessageSizeLimit?: number;
-  /** Requests per wake-up and flow control, as libqb's rate limits. Default `normal`. */
+  /** Requests per wake-up, as libqb's rate limits (see {@link QbServer.setRateLimit}). Default `normal`. */
   rateLimit?: RateLimit;
   /** Unanswered requests per connection at which flow control closes (default 64; reopens at half). */
   flowControlHighWater?: number;
@@ -132,7 +132,6 @@ export class QbServer implements AsyncDisposable {
     this.#policy = {
       handler: options.handler,
       batch: rate.batch,
-      forcedFlowControl: rate.flowControl,
       flowControlHighWater: options.flowControlHighWater ?? 64,
       maxQueued: options.maxQueued ?? 1024,
       zeroCopy: options.zeroCopyRequests ?? false,
@@ -283,13 +282,18 @@ export class QbServer implements AsyncDisposable {
     return sent;
   }
 
-  /** Change the rate limit (requests per wake-up; "off"/"off2" close flow control for existing connections). */
+  /**
+   * Change the rate limit, as libqb's `qb_ipcs_request_rate_limit`: requests
+   * handled per wake-up (fast 50, normal 5, slow/off/off2 1), and the
+   * flow-control value of the connections that exist now ("off": 1, so every
+   * libqb client backs off; "off2": 2, only clients that raised their
+   * `fc_enable_max`; others: 0). Connections made later start open, as in libqb.
+   */
   setRateLimit(rateLimit: RateLimit): void {
     const rate = RATE[rateLimit];
     if (!rate) throw new QbunArgumentError(`rate limit must be one of ${Object.keys(RATE).join(", ")}`);
     this.#policy.batch = rate.batch;
-    this.#policy.forcedFlowControl = rate.flowControl;
-    for (const connection of this.#connections.values()) connection.applyPolicy();
+    for (const connection of this.#connections.values()) connection.forceFlowControl(rate.flowControl);
   }
 
   /** Active and closed connection counts. */

@@ -6,7 +6,7 @@
  * the test does.
  */
 import type { Subprocess } from "bun";
-import { mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 
@@ -196,12 +196,13 @@ let cBuildDir: string | undefined;
 const cBuilt = new Map<string, string>();
 
 /** Compile test/peers/<name>.c with gcc (once per process); returns the binary path. */
-export async function compileC(name: string): Promise<string> {
+export async function compileC(name: string, linkArgs: readonly string[] = []): Promise<string> {
   const known = cBuilt.get(name);
   if (known) return known;
   cBuildDir ??= mkdtempSync(join(os.tmpdir(), `qbun-cpeers-${process.pid}-`));
+  chmodSync(cBuildDir, 0o755); // peers may run under another uid
   const out = join(cBuildDir, name);
-  const gcc = Bun.spawn(["gcc", "-O1", "-Wall", "-Werror", "-pthread", "-o", out, join(PEERS_DIR, `${name}.c`)], {
+  const gcc = Bun.spawn(["gcc", "-O1", "-Wall", "-Werror", "-pthread", "-o", out, join(PEERS_DIR, `${name}.c`), ...linkArgs], {
     stdout: "pipe",
     stderr: "pipe",
   });

@@ -14,7 +14,8 @@
  *   whoami                    print the WHOAMI JSON
  *   slow MS                   SLOW ms: print the time taken
  *   raw ID HEXPAYLOAD         any request: print error and size of the response
- *   hold                      connect, print READY, wait for a line on stdin, then disconnect
+ *   hold                      connect, print READY; one 8-byte echo per "echo" line on stdin
+ *                             (prints {"ok","rc"}); any other line or EOF disconnects
  */
 #include <errno.h>
 #include <qb/qbipcc.h>
@@ -205,10 +206,16 @@ int main(int argc, char **argv) {
     if (rc < 0) fail("raw", rc);
     printf("{\"ok\":true,\"id\":%d,\"error\":%d,\"size\":%d}\n", res->id, res->error, res->size);
   } else if (strcmp(cmd, "hold") == 0) {
+    /* Stay connected; each "echo" line on stdin sends one 8-byte echo. */
     printf("READY\n");
     fflush(stdout);
-    char line[16];
-    if (!fgets(line, sizeof line, stdin)) {}
+    char line[32];
+    while (fgets(line, sizeof line, stdin) && strncmp(line, "echo", 4) == 0) {
+      struct qb_ipc_response_header *res;
+      int rc = request(1, "12345678", 8, &res);
+      printf("{\"ok\":%s,\"rc\":%d}\n", rc >= 0 ? "true" : "false", rc);
+      fflush(stdout);
+    }
   } else {
     fprintf(stderr, "unknown command %s\n", cmd);
     qb_ipcc_disconnect(conn);
