@@ -70,6 +70,11 @@ export class UnixDatagram extends UnixSocket {
     this.#backoff = 0; // the receiver had room again: start the next wait short
   }
 
+  /** A datagram if one is queued now, else undefined — never waits. */
+  async tryReceive(options: Omit<ReceiveOptions, "signal"> = {}): Promise<ReceivedMessage | undefined> {
+    return (await this.receiveRaw(options, true, true, false)) ?? undefined;
+  }
+
   /** Receive one datagram with its sender's address and ancillary data. */
   receive(options: ReceiveOptions = {}): Promise<ReceivedMessage> {
     return this.receiveRaw(options, true, true) as Promise<ReceivedMessage>;

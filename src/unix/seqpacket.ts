@@ -38,7 +38,7 @@ export class UnixSeqpacket extends UnixSocket {
 
   /** Receive one message; null at end of stream. */
   receive(options: ReceiveOptions = {}): Promise<ReceivedMessage | null> {
-    return this.receiveRaw(options, true, false);
+    return this.receiveRaw(options, true, false) as Promise<ReceivedMessage | null>;
   }
 
   /** Messages until end of stream. */

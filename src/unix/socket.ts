@@ -98,7 +98,7 @@ export class ReceivedMessage implements Disposable {
   }
 }
 
-/** Outcome of one raw receive: a message, end of stream, or "nothing yet". */
+/** Outcome of one raw receive: a message or end of stream (null); undefined: nothing yet (non-waiting calls). */
 type RawReceive = ReceivedMessage | null;
 
 /** What the GC backstop needs to release a socket nobody closed. */
@@ -211,6 +211,20 @@ export class UnixSocket implements Disposable, AsyncDisposable {
     return this;
   }
 
+  /**
+   * Resolves once the socket is readable, has hung up, or has an error —
+   * for code that runs its own non-blocking calls (`tryReceive`). The
+   * readiness may be spurious: the next call can still find nothing.
+   */
+  async readable(options: { signal?: AbortSignal } = {}): Promise<void> {
+    await this.waitReadable(options.signal);
+  }
+
+  /** Resolves once the socket is writable, has hung up, or has an error. */
+  async writable(options: { signal?: AbortSignal } = {}): Promise<void> {
+    await this.waitWritable(options.signal);
+  }
+
   /** Resolves when the socket is readable, has hung up, or has an error. */
   protected async waitReadable(signal?: AbortSignal): Promise<number> {
     return (this.#watch ?? (await this.#makeWatch())).readable(signal);
@@ -279,7 +293,12 @@ export class UnixSocket implements Disposable, AsyncDisposable {
    * message's size first (message-oriented sockets) so the buffer fits it.
    * Returns null at end of stream (peer closed, nothing left).
    */
-  protected async receiveRaw(options: ReceiveOptions, exactLength: boolean, wantFrom: boolean): Promise<RawReceive> {
+  protected async receiveRaw(
+    options: ReceiveOptions,
+    exactLength: boolean,
+    wantFrom: boolean,
+    wait = true,
+  ): Promise<RawReceive | undefined> {
     const maxFds = options.maxFds ?? 16;
     if (this.#fdBuf.length < maxFds) this.#fdBuf = new Int32Array(maxFds);
     const meta = this.#meta;
@@ -289,6 +308,7 @@ export class UnixSocket implements Disposable, AsyncDisposable {
       if (exactLength) {
         const peek = this.native.qbn_recv(this.fd, null, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
         if (peek === -EAGAIN) {
+          if (!wait) return undefined;
           await this.waitReadable(options.signal);
           continue;
         }
@@ -313,6 +333,7 @@ export class UnixSocket implements Disposable, AsyncDisposable {
       );
       if (!exactLength) this.#recvScratch = data;
       if (rc === -EAGAIN) {
+        if (!wait) return undefined;
         await this.waitReadable(options.signal);
         continue;
       }

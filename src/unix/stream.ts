@@ -144,7 +144,7 @@ export class UnixStream extends UnixSocket {
 
   /** Receive bytes with any fds/credentials that came with them; null at end of stream. */
   receiveMessage(options: ReceiveOptions = {}): Promise<ReceivedMessage | null> {
-    return this.receiveRaw(options, false, false);
+    return this.receiveRaw(options, false, false) as Promise<ReceivedMessage | null>;
   }
 
   /** Half-close: the peer reads end of stream; this side can still read. */
