@@ -1,0 +1,61 @@
+/**
+ * `qbun serve`: run the interop test service on a libqb-compatible server
+ * until SIGTERM or SIGINT, then stop cleanly (nothing left in /dev/shm).
+ * @module
+ */
+import * as v from "valibot";
+import { QbServer, interopAuthenticate, interopHandler } from "../../src/qb/index.ts";
+import { errorMessage } from "../io.ts";
+import { defineCommand } from "./command.ts";
+
+const uid = v.pipe(v.string(), v.regex(/^\d+$/, "must be a uid (a whole number)"), v.transform(Number));
+
+/** The `serve` command. */
+export const serve = defineCommand({
+  name: "serve",
+  summary: "Run the interop test service on a libqb-compatible server",
+  description:
+    "Listens as the libqb service NAME (abstract socket, or /tmp/NAME when\n" +
+    "/etc/libqb/force-filesystem-sockets exists) and answers the interop service's requests\n" +
+    "(ECHO, EVENTS, SIZED, ERROR, SLOW, WHOAMI) over shared memory or datagram sockets.\n" +
+    'Prints "READY NAME" once it accepts connections; on SIGTERM or SIGINT it answers what is\n' +
+    "in flight, removes every connection's files and exits 0.",
+  flags: {
+    service: { type: "string", value: "NAME", help: "Service name clients connect to (required)" },
+    transport: { type: "string", value: "shm|socket", help: "Transport (default shm)" },
+    "deny-uid": { type: "string", value: "N", help: "Reject clients with this uid (EACCES)" },
+    "ro-uid": { type: "string", value: "N", help: "Accept clients with this uid read-only" },
+    "max-msg": { type: "string", value: "BYTES", help: "Smallest max message size to negotiate" },
+  },
+  schema: v.strictObject({
+    service: v.pipe(
+      v.string("--service NAME is required"),
+      v.minLength(1),
+      v.maxBytes(106, "at most 106 bytes (libqb's limit)"),
+      v.regex(/^[^/\0]+$/, "no '/' or NUL"),
+    ),
+    transport: v.optional(v.picklist(["shm", "socket"], 'must be "shm" or "socket"'), "shm"),
+    "deny-uid": v.optional(uid),
+    "ro-uid": v.optional(uid),
+    "max-msg": v.optional(v.pipe(v.string(), v.regex(/^\d+$/, "must be a byte count"), v.transform(Number))),
+  }),
+  async run(options, io) {
+    const server = await QbServer.listen({
+      name: options.service,
+      transport: options.transport,
+      handler: interopHandler,
+      authenticate: interopAuthenticate({ denyUid: options["deny-uid"], readOnlyUid: options["ro-uid"] }),
+      maxMessageSize: options["max-msg"],
+      onError: (error) => io.err(`qbun serve: ${errorMessage(error)}`),
+    });
+    const { promise: stopped, resolve } = Promise.withResolvers<string>();
+    const onSignal = (signal: string) => () => resolve(signal);
+    const handlers = { SIGTERM: onSignal("SIGTERM"), SIGINT: onSignal("SIGINT") };
+    for (const [signal, handler] of Object.entries(handlers)) process.on(signal, handler);
+    io.out(`READY ${server.name}`);
+    await stopped;
+    for (const [signal, handler] of Object.entries(handlers)) process.off(signal, handler);
+    await server.stop();
+    return 0;
+  },
+});
