@@ -288,6 +288,45 @@ describe.each(["shm", "socket"] as const)("qbun server, %s transport, real libqb
   });
 });
 
+describe("handlers", () => {
+  afterEach(async () => {
+    for (const server of servers.splice(0)) await server.stop();
+  });
+
+  test("a response larger than negotiated is an error for the application and -EMSGSIZE for the client", async () => {
+    const reported: unknown[] = [];
+    const server = await startServer("shm", {
+      handler: ({ id }) => (id === 7 ? { data: new Uint8Array(20000) } : { data: new Uint8Array(4) }),
+      onError: (error) => reported.push(error),
+    });
+    expect(await expectOk([server.name, "raw", "7", ""])).toMatchObject({ error: -90, size: 24 });
+    expect(String(reported[0])).toContain("exceeds the connection's 12328-byte maximum");
+    expect(await expectOk([server.name, "raw", "8", ""])).toMatchObject({ error: 0, size: 28 }); // still usable
+  });
+
+  test("a handler that throws answers -EIO and reports the error; the connection stays usable", async () => {
+    const reported: unknown[] = [];
+    const server = await startServer("socket", {
+      handler: ({ id }) => {
+        if (id === 1) throw new Error("handler bug");
+        return id === 2 ? Promise.reject(new Error("async handler bug")) : {};
+      },
+      onError: (error) => reported.push(error),
+    });
+    expect(await expectOk([server.name, "raw", "1", ""])).toMatchObject({ error: -5 });
+    expect(await expectOk([server.name, "raw", "2", ""])).toMatchObject({ error: -5 });
+    expect(await expectOk([server.name, "raw", "3", ""])).toMatchObject({ error: 0 });
+    expect(reported.map(String)).toEqual(["Error: handler bug", "Error: async handler bug"]);
+  });
+
+  test("zero-copy requests: payloads read in place from the ring, echoed correctly under wrap-around and pipelining", async () => {
+    const server = await startServer("shm", { zeroCopyRequests: true });
+    await expectOk([server.name, "echo", "4093", "2000"]);
+    await expectOk([server.name, "pipeline", "1001", "2000", "16"]);
+    await expectOk([server.name, "--max", "1048576", "echo", "1048552", "10"]);
+  });
+});
+
 describe("server lifecycle", () => {
   test("a second server with the same name gets EADDRINUSE", async () => {
     const name = uniqueName("dup");

@@ -1,0 +1,196 @@
+/**
+ * Untrusted clients: garbage handshakes and corrupted rings written by a
+ * hostile client (this test, writing raw bytes into the shared files). The
+ * server drops the offender, logs why, removes its files, and keeps serving
+ * a real libqb client.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { QbServer, RingCorruptError, interopHandler, type QbConnection } from "../src/qb/index.ts";
+import { Semaphore, SharedMemory } from "../src/shm/index.ts";
+import { UnixStream } from "../src/unix/index.ts";
+import { shmListing, uniqueName } from "./helpers/env.ts";
+import { compileC, removeCBuilds } from "./helpers/peers.ts";
+
+let client = "";
+let server: QbServer;
+const errors: unknown[] = [];
+const disconnected: QbConnection[] = [];
+let shmBefore: string[];
+
+beforeAll(async () => {
+  client = await compileC("qb_client", ["-lqb"]);
+  shmBefore = shmListing();
+  server = await QbServer.listen({
+    name: uniqueName("hostile"),
+    handler: interopHandler,
+    handshakeTimeout: 300,
+    onError: (error) => errors.push(error),
+    onDisconnect: (c) => disconnected.push(c),
+  });
+});
+
+afterAll(async () => {
+  await server.stop();
+  removeCBuilds();
+  expect(shmListing()).toEqual(shmBefore);
+});
+
+const address = () => ({ abstract: server.name, padded: true });
+
+async function libqbStillServed(): Promise<void> {
+  const proc = Bun.spawn([client, server.name, "echo", "300", "100"], { stdout: "pipe" });
+  expect(await proc.exited).toBe(0);
+}
+
+async function eventually(check: () => boolean, ms = 3000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error("condition not reached in time");
+    await Bun.sleep(5);
+  }
+}
+
+/** Handshake by hand; returns the setup socket and the request ring's files mapped read-write. */
+async function attach() {
+  const setup = await UnixStream.connect(address());
+  const request = new Uint8Array(24);
+  const view = new DataView(request.buffer);
+  view.setInt32(0, -1, true);
+  view.setInt32(8, 24, true);
+  view.setUint32(16, 12328, true);
+  await setup.write(request);
+  const response = await setup.readExactly(12328);
+  const rv = new DataView(response.buffer);
+  expect(rv.getInt32(16, true)).toBe(0);
+  const prefixEnd = response.indexOf(0, 40);
+  const prefix = new TextDecoder().decode(response.subarray(40, prefixEnd));
+  const header = SharedMemory.openFile({ path: `${prefix}-header` });
+  const data = SharedMemory.openFile({ path: `${prefix}-data` });
+  const headerMap = header.map();
+  const dataMap = data.map();
+  header.close();
+  data.close();
+  const h = new DataView(headerMap.bytes.buffer, headerMap.bytes.byteOffset, headerMap.length);
+  const d = new DataView(dataMap.bytes.buffer, dataMap.bytes.byteOffset, dataMap.length);
+  const sem = Semaphore.open(headerMap, 8208);
+  return {
+    setup,
+    h,
+    d,
+    /** Commit a chunk at write_pt with this length word, magic and payload, then notify. */
+    async commit(lengthWord: number, magic: number, payload: Uint8Array = new Uint8Array(0)) {
+      const w = h.getUint32(0, true);
+      d.setUint32(w * 4, lengthWord, true);
+      new Uint8Array(d.buffer, d.byteOffset + (w + 2) * 4, payload.length).set(payload);
+      d.setUint32((w + 1) * 4, magic, true);
+      h.setUint32(0, w + 2 + Math.ceil(payload.length / 4), true);
+      sem.post();
+      await setup.write(new Uint8Array([1]));
+    },
+    close() {
+      setup.close();
+      headerMap.close();
+      dataMap.close();
+    },
+  };
+}
+
+function requestBytes(id: number, size: number, payloadLength: number): Uint8Array {
+  const bytes = new Uint8Array(16 + payloadLength);
+  const v = new DataView(bytes.buffer);
+  v.setInt32(0, id, true);
+  v.setInt32(8, size, true);
+  return bytes;
+}
+
+describe("garbage handshakes", () => {
+  test("a wrong connection-request id is closed without an answer", async () => {
+    await using setup = await UnixStream.connect(address());
+    await setup.write(new Uint8Array(24).fill(0x41));
+    expect(await setup.read({ signal: AbortSignal.timeout(3000) })).toBeNull();
+    await libqbStillServed();
+  });
+
+  test("a client that sends a partial request and goes away leaves nothing behind", async () => {
+    const setup = await UnixStream.connect(address());
+    await setup.write(new Uint8Array(5));
+    setup.close();
+    await Bun.sleep(50);
+    await libqbStillServed();
+    expect(shmListing()).toEqual(shmBefore);
+  });
+
+  test("a client that never sends its request is dropped after the handshake timeout", async () => {
+    await using setup = await UnixStream.connect(address());
+    const started = performance.now();
+    expect(await setup.read({ signal: AbortSignal.timeout(3000) })).toBeNull();
+    expect(performance.now() - started).toBeLessThan(2000);
+    await libqbStillServed();
+  });
+});
+
+describe("a hostile client corrupting its request ring is dropped; others carry on", () => {
+  const cases: [string, (c: Awaited<ReturnType<typeof attach>>) => Promise<void>][] = [
+    ["bad magic", (c) => c.commit(16, 0x12345678, requestBytes(1, 16, 0))],
+    ["a length beyond the ring", (c) => c.commit(0xffffff00, 0xa1a1a1a1)],
+    ["a read pointer outside the ring", async (c) => {
+      c.h.setUint32(4, 0x0fffffff, true);
+      await c.commit(16, 0xa1a1a1a1, requestBytes(1, 16, 0));
+    }],
+    ["a chunk too short for a request header", (c) => c.commit(3, 0xa1a1a1a1, new Uint8Array(3))],
+  ];
+
+  test.each(cases)("%s", async (_what, corrupt) => {
+    const before = disconnected.length;
+    const errorsBefore = errors.length;
+    const hostile = await attach();
+    try {
+      await corrupt(hostile);
+      await eventually(() => disconnected.length > before);
+      expect(errors.slice(errorsBefore).some((e) => e instanceof RingCorruptError)).toBe(true);
+      expect(await hostile.setup.read({ signal: AbortSignal.timeout(3000) })).toBeNull(); // server hung up
+    } finally {
+      hostile.close();
+    }
+    await libqbStillServed();
+    await eventually(() => server.stats().activeConnections === 0);
+    expect(shmListing()).toEqual(shmBefore);
+  });
+});
+
+describe("malformed requests are refused, the connection stays usable", () => {
+  test("a header size larger than the chunk → -EBADMSG; a chunk above the negotiated size → -EMSGSIZE", async () => {
+    const c = await attach();
+    try {
+      await c.commit(16, 0xa1a1a1a1, requestBytes(1, 4000, 0)); // claims 4000 bytes, has 16
+      const oversized = requestBytes(1, 12400, 12400 - 16); // fits the 16 KiB ring, exceeds the 12328 maximum
+      await c.commit(oversized.length, 0xa1a1a1a1, oversized);
+      await c.commit(20, 0xa1a1a1a1, requestBytes(1, 20, 4)); // a good echo
+      const connection = server.connections().at(-1)!;
+      await eventually(() => connection.stats().responses === 3);
+      expect(connection.closed).toBe(false);
+      // Read the three responses straight from the response ring's data file.
+      const data = SharedMemory.openFile({ path: `${responsePrefix(connection)}-data`, readOnly: true });
+      using map = data.map();
+      data.close();
+      const errorsSeen: number[] = [];
+      let word = 0;
+      for (let i = 0; i < 3; i++) {
+        const len = map.view.readUint32(word * 4);
+        expect(map.view.readUint32((word + 1) * 4)).toBe(0xa1a1a1a1);
+        errorsSeen.push(map.view.readInt32((word + 2) * 4 + 16));
+        word += 2 + Math.ceil(len / 4);
+      }
+      expect(errorsSeen).toEqual([-74, -90, 0]); // EBADMSG, EMSGSIZE, then the echo
+    } finally {
+      c.close();
+    }
+  });
+});
+
+/** The response ring prefix of a connection, from its directory in /dev/shm. */
+function responsePrefix(connection: QbConnection): string {
+  const dir = shmListing().find((d) => d.startsWith(`qb-${process.pid}-${connection.info.pid}-`));
+  if (!dir) throw new Error("the connection's directory is missing");
+  return `/dev/shm/${dir}/qb-response-${server.name}`;
+}
