@@ -276,6 +276,53 @@ describe.each(["shm", "socket"] as const)("qbun server, %s transport, real libqb
     }
   });
 
+  test("broadcast: events from outside any request reach every connection", async () => {
+    const server = await startServer(transport);
+    const listeners = Array.from({ length: 3 }, () => Bun.spawn([client, server.name, "listen", "50"], { stdout: "pipe" }));
+    const lines = listeners.map((l) => holderLines(l.stdout));
+    for (const l of lines) expect(await l.next()).toBe("READY");
+    await eventually(() => server.stats().activeConnections === 3);
+    for (let i = 0; i < 50; i++) expect(server.broadcast(9, new Uint8Array(1000).fill(i))).toBe(3);
+    for (const l of lines) expect(JSON.parse((await l.next())!)).toEqual({ ok: true, events: 50, bytes: 50 * 1024 });
+    for (const l of listeners) expect(await l.exited).toBe(0);
+  });
+
+  test("a client that does not read: events queue up to the bound the application set, then QueueFullError", async () => {
+    let connection: QbConnection | undefined;
+    const server = await startServer(transport, { maxQueued: 8, onConnect: (c) => (connection = c) });
+    const holder = Bun.spawn([client, server.name, "hold"], { stdin: "pipe", stdout: "pipe" });
+    try {
+      expect(await holderLines(holder.stdout).next()).toBe("READY");
+      await eventually(() => connection !== undefined);
+      let sent = 0;
+      let refusal: unknown;
+      for (let i = 0; i < 10_000 && !refusal; i++) {
+        try {
+          connection!.sendEvent(3, new Uint8Array(4000));
+          sent++;
+        } catch (error) {
+          refusal = error;
+        }
+        await new Promise((resolve) => setImmediate(resolve)); // let the socket transport write
+      }
+      expect(refusal).toMatchObject({ code: "ERR_QBUN_QUEUE_FULL" });
+      expect(connection!.stats().queued).toBe(8);
+      expect(sent).toBeGreaterThan(8); // the rest went into the client's ring or socket buffer
+    } finally {
+      holder.stdin.end();
+      await holder.exited;
+    }
+  });
+
+  test("a QB_IPC_MSG_DISCONNECT request (id -3) ends the connection", async () => {
+    const closedBy: unknown[] = [];
+    const server = await startServer(transport, { onDisconnect: (_c, reason) => closedBy.push(reason) });
+    const run = await runClient([server.name, "raw", "-3", ""], { timeoutMs: 15_000 });
+    expect(run.lines[0]).toMatchObject({ ok: false, what: "raw" });
+    await eventually(() => closedBy.length === 1);
+    expect(closedBy[0]).toBeUndefined(); // an orderly end, not an error
+  });
+
   test("statistics count requests, responses, events and bytes", async () => {
     const stats: any[] = [];
     const server = await startServer(transport, { onDisconnect: (c) => stats.push(c.stats()) });

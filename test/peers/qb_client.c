@@ -14,6 +14,7 @@
  *   whoami                    print the WHOAMI JSON
  *   slow MS                   SLOW ms: print the time taken
  *   raw ID HEXPAYLOAD         any request: print error and size of the response
+ *   listen COUNT              print READY, then receive COUNT events (sent outside requests)
  *   hold                      connect, print READY; one 8-byte echo per "echo" line on stdin
  *                             (prints {"ok","rc"}); any other line or EOF disconnects
  */
@@ -205,6 +206,22 @@ int main(int argc, char **argv) {
     int rc = request(id, p, n, &res);
     if (rc < 0) fail("raw", rc);
     printf("{\"ok\":true,\"id\":%d,\"error\":%d,\"size\":%d}\n", res->id, res->error, res->size);
+  } else if (strcmp(cmd, "listen") == 0) {
+    /* Print READY, then receive COUNT events sent from outside any request; print their ids and sizes. */
+    long count = strtol(argv[a], NULL, 10);
+    printf("READY\n");
+    fflush(stdout);
+    char *ebuf = malloc(rbuf_size);
+    long got = 0, bytes = 0;
+    while (got < count) {
+      ssize_t rc = qb_ipcc_event_recv(conn, ebuf, rbuf_size, TIMEOUT_MS);
+      if (rc < 0) fail("listen", (int)rc);
+      struct qb_ipc_response_header *ev = (void *)ebuf;
+      if (ev->size != rc) fail("listen-size", (int)rc);
+      bytes += rc;
+      got++;
+    }
+    printf("{\"ok\":true,\"events\":%ld,\"bytes\":%ld}\n", got, bytes);
   } else if (strcmp(cmd, "hold") == 0) {
     /* Stay connected; each "echo" line on stdin sends one 8-byte echo. */
     printf("READY\n");
