@@ -402,3 +402,32 @@ describe("server lifecycle", () => {
     await expect(QbServer.listen({ name: "x", handler: interopHandler, transport: "pipe" as never })).rejects.toThrow("transport");
   });
 });
+
+describe("scale", () => {
+  test.each(["shm", "socket"] as const)("1,000 concurrent libqb connections on one %s server", async (transport) => {
+    const before = shmListing();
+    const server = await QbServer.listen({ name: uniqueName(`scale-${transport}`), transport, handler: interopHandler });
+    const many = Bun.spawn([client, server.name, "many", "999"], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+    try {
+      const lines = holderLines(many.stdout);
+      const ready = await lines.next();
+      if (ready !== "READY 1000") throw new Error(`client said ${ready}: ${await new Response(many.stderr).text()}`);
+      expect(server.stats().activeConnections).toBe(1000);
+      const dirs = shmListing().filter((d) => !before.includes(d));
+      expect(dirs.length).toBe(1000);
+      // What 1,000 connections take in /dev/shm (libqb's sizes: three 16 KiB rings + headers each, or a control file).
+      const du = Bun.spawnSync(["du", "-sk", ...dirs.map((d) => `/dev/shm/${d}`)]).stdout.toString();
+      const kib = du.trim().split("\n").reduce((sum, line) => sum + Number(line.split("\t")[0]), 0);
+      console.log(`${transport}: 1,000 connections use ${(kib / 1024).toFixed(1)} MiB of /dev/shm`);
+      expect(kib).toBeLessThan(transport === "shm" ? 1000 * 100 : 1000 * 8);
+      many.stdin.end();
+      expect(JSON.parse((await lines.next())!)).toEqual({ ok: true, connections: 1000 });
+      expect(await many.exited).toBe(0);
+      await eventually(() => server.stats().activeConnections === 0, 10_000);
+    } finally {
+      many.kill();
+      await server.stop();
+    }
+    expect(shmListing()).toEqual(before);
+  });
+});

@@ -14,6 +14,7 @@
  *   whoami                    print the WHOAMI JSON
  *   slow MS                   SLOW ms: print the time taken
  *   raw ID HEXPAYLOAD         any request: print error and size of the response
+ *   many N                    open N more connections (an echo on each), print READY, hold until stdin closes
  *   listen COUNT              print READY, then receive COUNT events (sent outside requests)
  *   hold                      connect, print READY; one 8-byte echo per "echo" line on stdin
  *                             (prints {"ok","rc"}); any other line or EOF disconnects
@@ -206,6 +207,24 @@ int main(int argc, char **argv) {
     int rc = request(id, p, n, &res);
     if (rc < 0) fail("raw", rc);
     printf("{\"ok\":true,\"id\":%d,\"error\":%d,\"size\":%d}\n", res->id, res->error, res->size);
+  } else if (strcmp(cmd, "many") == 0) {
+    /* Open N more connections, one verified echo on each, print READY and hold them until stdin closes. */
+    long n = strtol(argv[a], NULL, 10);
+    qb_ipcc_connection_t **all = calloc((size_t)n, sizeof *all);
+    qb_ipcc_connection_t *first = conn;
+    for (long i = 0; i < n; i++) {
+      all[i] = qb_ipcc_connect(name, max);
+      if (!all[i]) fail("many-connect", -errno);
+      conn = all[i];
+      echo_once(64, (unsigned)i);
+    }
+    conn = first;
+    printf("READY %ld\n", n + 1);
+    fflush(stdout);
+    char line[16];
+    while (fgets(line, sizeof line, stdin)) {}
+    for (long i = 0; i < n; i++) qb_ipcc_disconnect(all[i]);
+    printf("{\"ok\":true,\"connections\":%ld}\n", n + 1);
   } else if (strcmp(cmd, "listen") == 0) {
     /* Print READY, then receive COUNT events sent from outside any request; print their ids and sizes. */
     long count = strtol(argv[a], NULL, 10);
