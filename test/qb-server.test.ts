@@ -431,3 +431,30 @@ describe("scale", () => {
     expect(shmListing()).toEqual(before);
   });
 });
+
+describe("filesystem-socket mode", () => {
+  const FORCE = "/etc/libqb/force-filesystem-sockets";
+  const canForce = process.getuid?.() === 0 && !existsSync(FORCE);
+
+  test.skipIf(!canForce)("with /etc/libqb/force-filesystem-sockets the server listens on /tmp/NAME, like libqb, and libqb clients find it", async () => {
+    const { mkdirSync, rmSync, writeFileSync } = await import("node:fs");
+    const hadDir = existsSync("/etc/libqb");
+    mkdirSync("/etc/libqb", { recursive: true });
+    writeFileSync(FORCE, "");
+    try {
+      const server = await QbServer.listen({ name: uniqueName("fsmode"), handler: interopHandler });
+      try {
+        expect(server.address).toBe(`/tmp/${server.name}`);
+        expect(statSync(server.address).isSocket()).toBe(true);
+        expect(statSync(server.address).mode & 0o777).toBe(0o777);
+        await expectOk([server.name, "echo", "100", "20"]);
+      } finally {
+        await server.stop();
+      }
+      expect(existsSync(`/tmp/${server.name}`)).toBe(false);
+    } finally {
+      rmSync(FORCE, { force: true });
+      if (!hadDir) rmSync("/etc/libqb", { recursive: true, force: true });
+    }
+  });
+});
