@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,6 +170,97 @@ int qbn_munmap(void *p, int64_t len) { return munmap(p, (size_t)len) < 0 ? NEG_E
  * the buffer is detached or collected, so memory is unmapped only once no JS
  * view can reach it. `ctx` carries the mapping length. */
 void qbn_unmap_deallocator(void *bytes, void *ctx) { munmap(bytes, (size_t)(intptr_t)ctx); }
+
+/* ------------------------------------------------------- SIGBUS guards */
+/*
+ * A peer that can truncate a file we have mapped (libqb's ring files are
+ * opened by path, and the client may ftruncate them) would make our next
+ * access to a page beyond the new end of file raise SIGBUS -- fatal, and a
+ * JS process cannot catch it. Guarded regions are repaired instead: the
+ * handler maps anonymous zero pages over the region from the faulting page
+ * on and marks it tripped; the access is retried and succeeds, and JS checks
+ * the flag and drops the peer. Faults elsewhere go to the previous handler.
+ * The registry is only changed on the JS thread, which is also the only
+ * thread that touches guarded memory, so the handler never sees it mid-edit.
+ */
+typedef struct { uintptr_t start, end; volatile int tripped, used; } qbn_guard;
+
+static qbn_guard *guards;
+static int guard_cap;
+static struct sigaction previous_sigbus;
+static int sigbus_installed;
+static uintptr_t guard_page_mask;
+
+static void on_sigbus(int sig, siginfo_t *info, void *context) {
+  uintptr_t addr = (uintptr_t)info->si_addr;
+  int i;
+  for (i = 0; i < guard_cap; i++) {
+    qbn_guard *g = &guards[i];
+    if (g->used && addr >= g->start && addr < g->end) {
+      uintptr_t page = addr & guard_page_mask;
+      mmap((void *)page, g->end - page, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      g->tripped = 1;
+      return;
+    }
+  }
+  if (previous_sigbus.sa_flags & SA_SIGINFO) {
+    previous_sigbus.sa_sigaction(sig, info, context);
+  } else if (previous_sigbus.sa_handler == SIG_IGN) {
+    return;
+  } else if (previous_sigbus.sa_handler != SIG_DFL) {
+    previous_sigbus.sa_handler(sig);
+  } else {
+    signal(SIGBUS, SIG_DFL);
+    raise(SIGBUS);
+  }
+}
+
+/* Guard [start, start + len); returns a slot id (>= 0) or -errno. */
+int qbn_guard_add(void *start, int64_t len) {
+  if (!sigbus_installed) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    guard_page_mask = ~((uintptr_t)sysconf(_SC_PAGESIZE) - 1);
+    if (sigaction(SIGBUS, &sa, &previous_sigbus) < 0) return NEG_ERRNO;
+    sigbus_installed = 1;
+  }
+  int i;
+  for (i = 0; i < guard_cap; i++) if (!guards[i].used) break;
+  if (i == guard_cap) {
+    /* Grow by copying into a new array; the old one is kept (never freed) so a
+     * fault handled during the swap still reads valid memory. */
+    int ncap = guard_cap ? guard_cap * 2 : 256;
+    qbn_guard *n = calloc((size_t)ncap, sizeof *n);
+    if (!n) return -ENOMEM;
+    if (guard_cap) memcpy(n, guards, sizeof *n * (size_t)guard_cap);
+    guards = n;
+    guard_cap = ncap;
+  }
+  guards[i].start = (uintptr_t)start;
+  guards[i].end = (uintptr_t)start + (uintptr_t)len;
+  guards[i].tripped = 0;
+  guards[i].used = 1;
+  return i;
+}
+
+/* 1 if the region was repaired after a SIGBUS (its file shrank). */
+int qbn_guard_tripped(int slot) { return slot >= 0 && slot < guard_cap && guards[slot].tripped; }
+
+void qbn_guard_release(int slot) {
+  if (slot >= 0 && slot < guard_cap) guards[slot].used = 0;
+}
+
+/* ArrayBuffer deallocator for a guarded mapping: `ctx` is the guard slot + 1
+ * (Bun refuses a null context). */
+void qbn_unmap_guarded_deallocator(void *bytes, void *ctx) {
+  int slot = (int)(intptr_t)ctx - 1;
+  size_t len = (size_t)(guards[slot].end - guards[slot].start);
+  munmap(bytes, len);
+  guards[slot].used = 0;
+}
 
 /* --------------------------------------------------------------- sockets */
 

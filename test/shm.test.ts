@@ -7,7 +7,8 @@ import { UnixListener, UnixStream } from "../src/unix/index.ts";
 const PEER = join(import.meta.dir, "peers", "shm_peer.py");
 const openFds = () => readdirSync("/proc/self/fd").length;
 const devShm = () => readdirSync("/dev/shm").sort().join("\n");
-const mappedMemfds = () => readFileSync("/proc/self/maps", "utf8").split("\n").filter((l) => l.includes("/memfd:")).length;
+const mappedMemfds = (name = "qbun-leakcheck") =>
+  readFileSync("/proc/self/maps", "utf8").split("\n").filter((l) => l.includes(`/memfd:${name} `)).length;
 
 /** Run the Python peer in `mode` against a fresh listener; hand it `fds`; return its JSON reply. */
 async function withPythonPeer(
@@ -186,20 +187,42 @@ describe("mappings", () => {
     expect(out.trim()).toBe("0 undefined 0 ERR_QBUN_CLOSED");
   });
 
+  test("a guarded mapping survives its file being truncated (unguarded: SIGBUS kills the process)", async () => {
+    const script = (guard: boolean) => `
+      import { SharedMemory } from ${JSON.stringify(join(import.meta.dir, "..", "src", "shm", "index.ts"))};
+      const mem = SharedMemory.tempFile({ size: 65536 });
+      const map = mem.mapCircular({ guard: ${guard} });
+      map.bytes[65536 + 100] = 9;        // second half: the mirror of byte 100
+      const peer = SharedMemory.fromFd(mem.fd);
+      peer.resize(4096);                 // what a hostile peer can do to a file it can write
+      const before = map.faulted;
+      const value = map.bytes[40000];    // beyond the new end of file
+      map.bytes[50000] = 1;
+      console.log(before, value, map.faulted, map.bytes[100]); // page 0 is still the file's
+      map.close();
+    `;
+    const guarded = Bun.spawn([process.execPath, "-e", script(true)], { stdout: "pipe", stderr: "pipe" });
+    expect((await new Response(guarded.stdout).text()).trim()).toBe("false 0 true 9");
+    expect(await guarded.exited).toBe(0);
+    const unguarded = Bun.spawn([process.execPath, "-e", script(false)], { stdout: "pipe", stderr: "pipe" });
+    expect(await unguarded.exited).not.toBe(0);
+    expect(unguarded.signalCode ?? (await new Response(unguarded.stderr).text())).toMatch(/SIGBUS|Bus error/);
+  });
+
   test("close unmaps at once; dropped mappings are unmapped by GC; fds do not leak", async () => {
     await Bun.sleep(50); // let earlier tests' child processes and pipes finish closing
     Bun.gc(true);
     const fds0 = openFds();
     const maps0 = mappedMemfds();
     for (let i = 0; i < 200; i++) {
-      using mem = SharedMemory.memfd({ size: 4096 });
+      using mem = SharedMemory.memfd({ size: 4096, name: "qbun-leakcheck" });
       const map = mem.map();
       expect(mappedMemfds()).toBe(maps0 + 1);
       map.close();
       expect(mappedMemfds()).toBe(maps0);
     }
     for (let i = 0; i < 200; i++) {
-      const mem = SharedMemory.memfd({ size: 4096 });
+      const mem = SharedMemory.memfd({ size: 4096, name: "qbun-leakcheck" });
       mem.map().bytes[0] = 1; // dropped without close
       mem.close();
     }

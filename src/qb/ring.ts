@@ -128,11 +128,12 @@ export class Ring implements Disposable {
     try {
       const header = SharedMemory.openFile({ path: files.headerPath, create: true, size: headerSize });
       opened.push(header);
-      const headerMap = header.map();
+      // Guarded: the client may truncate these files; that must not kill us (SIGBUS).
+      const headerMap = header.map({ guard: true });
       maps.push(headerMap);
       const data = SharedMemory.openFile({ path: files.dataPath, create: true, size: dataSize });
       opened.push(data);
-      const dataMap = data.mapCircular();
+      const dataMap = data.mapCircular({ guard: true });
       maps.push(dataMap);
       const h = new DataView(headerMap.bytes.buffer, headerMap.bytes.byteOffset, headerSize);
       h.setUint32(RingHeader.WRITE_PT, 0, true);
@@ -203,9 +204,17 @@ export class Ring implements Disposable {
     if (len + CHUNK_MARGIN > this.dataSize) {
       throw new RingCorruptError(this.files.prefix, `chunk at word ${p} claims ${len} bytes in a ${this.dataSize}-byte ring`);
     }
+    this.#checkFiles();
     this.#takenAt = p;
     const start = (p + 2) * 4; // start + len < 2 * dataSize: the mirror keeps it contiguous
     return this.#bytes.subarray(start, start + len);
+  }
+
+  /** A peer truncated a ring file under us (the guard repaired the access). */
+  #checkFiles(): void {
+    if (this.#dataMap.faulted || this.#headerMap.faulted) {
+      throw new RingCorruptError(this.files.prefix, "a ring file was truncated by the peer");
+    }
   }
 
   /** Word index of the chunk returned by the last take(). */
@@ -219,6 +228,7 @@ export class Ring implements Disposable {
     this.#words[p] = 0;
     Atomics.store(this.#words, p + 1, ChunkMagic.RECLAIMED);
     Atomics.store(this.#header, RingHeader.READ_PT / 4, this.#next(p, length));
+    this.#checkFiles();
   }
 
   // ---------------------------------------------------------------- writing
@@ -275,6 +285,7 @@ export class Ring implements Disposable {
     this.#writePt = this.#next(p, length);
     Atomics.store(this.#header, RingHeader.WRITE_PT / 4, this.#writePt);
     Atomics.store(this.#words, p + 1, ChunkMagic.COMMITTED);
+    this.#checkFiles();
     if (this.#holding) this.#unposted++;
     else this.#sem.post();
     return true;

@@ -106,22 +106,31 @@ export class Mapping implements Disposable {
   readonly #dependents = new Set<MappingDependent>();
   #closed = false;
 
+  /** Guard slot (SIGBUS repair) or -1. */
+  readonly #guard: number;
+
   /** @internal use SharedMemory.map / mapCircular */
-  constructor(address: number, length: number, access: MapAccess) {
+  constructor(address: number, length: number, access: MapAccess, guard = false) {
     const native = loadNative();
     this.access = access;
     this.length = length;
     this.#address = address;
+    this.#guard = guard ? native.qbn_guard_add(address as Pointer, length) : -1;
+    if (this.#guard < -1) {
+      native.qbn_munmap(address as Pointer, length);
+      throw new QbunSystemError(-this.#guard, "sigaction(SIGBUS)");
+    }
     // The 5-argument form (context, deallocator) is missing from @types/bun.
     const withDeallocator = toArrayBuffer as unknown as (
       ptr: Pointer, offset: number, length: number, context: number, deallocator: Pointer,
     ) => ArrayBuffer;
+    const deallocator = this.#guard >= 0 ? native.qbn_unmap_guarded_deallocator : native.qbn_unmap_deallocator;
     this.#buffer = withDeallocator(
       address as Pointer,
       0,
       length,
-      length, // context handed to the deallocator: the length to unmap
-      (native.qbn_unmap_deallocator as unknown as { ptr: Pointer }).ptr,
+      this.#guard >= 0 ? this.#guard + 1 : length, // context for the deallocator: guard slot + 1, or the length to unmap
+      (deallocator as unknown as { ptr: Pointer }).ptr,
     );
     this.#bytes = new Uint8Array(this.#buffer);
   }
@@ -130,7 +139,7 @@ export class Mapping implements Disposable {
    * Map `length` bytes of `fd` at `offset` with MAP_SHARED.
    * @internal
    */
-  static map(fd: number, length: number, offset: number, access: MapAccess, circular: boolean): Mapping {
+  static map(fd: number, length: number, offset: number, access: MapAccess, circular: boolean, guard = false): Mapping {
     if (!Number.isSafeInteger(length) || length <= 0) throw new QbunArgumentError(`mapping length must be a positive integer, got ${length}`);
     const native = loadNative();
     const err = new Int32Array(1);
@@ -147,7 +156,16 @@ export class Mapping implements Disposable {
             : undefined,
       });
     }
-    return new Mapping(Number(ptr), circular ? length * 2 : length, access);
+    return new Mapping(Number(ptr), circular ? length * 2 : length, access, guard);
+  }
+
+  /**
+   * For a guarded mapping: whether the file shrank under it and an access
+   * beyond the new end was repaired (see {@link MapOptions.guard}). The
+   * contents are no longer shared from the first repaired page on.
+   */
+  get faulted(): boolean {
+    return this.#guard >= 0 && !this.#closed && loadNative().qbn_guard_tripped(this.#guard) === 1;
   }
 
   /** Whether the mapping was closed. */

@@ -76,6 +76,13 @@ export interface MapOptions {
   offset?: number;
   /** Bytes to map. Default: the file size minus offset. */
   length?: number;
+  /**
+   * Survive the file shrinking under the mapping (a peer that can truncate
+   * it): an access beyond the new end reads zeros instead of killing the
+   * process with SIGBUS, and {@link Mapping.faulted} turns true. For files
+   * another process can resize; a sealed memfd does not need it.
+   */
+  guard?: boolean;
 }
 
 /**
@@ -289,7 +296,7 @@ export class SharedMemory implements Disposable {
   map(options: MapOptions = {}): Mapping {
     const offset = options.offset ?? 0;
     const length = options.length ?? this.size - offset;
-    return Mapping.map(this.fd, length, offset, options.access ?? (this.readOnly ? "read-only" : "read-write"), false);
+    return Mapping.map(this.fd, length, offset, options.access ?? (this.readOnly ? "read-only" : "read-write"), false, options.guard);
   }
 
   /**
@@ -297,11 +304,11 @@ export class SharedMemory implements Disposable {
    * buffers): byte i and byte i + size are the same memory. The file size
    * must be a multiple of the page size.
    */
-  mapCircular(options: { access?: MapAccess } = {}): Mapping {
+  mapCircular(options: { access?: MapAccess; guard?: boolean } = {}): Mapping {
     const size = this.size;
     const page = this.#native.qbn_page_size();
     if (size === 0 || size % page !== 0) throw new QbunArgumentError(`a circular mapping needs a size that is a multiple of ${page}, got ${size}`);
-    return Mapping.map(this.fd, size, 0, options.access ?? (this.readOnly ? "read-only" : "read-write"), true);
+    return Mapping.map(this.fd, size, 0, options.access ?? (this.readOnly ? "read-only" : "read-write"), true, options.guard);
   }
 
   /** Whether {@link SharedMemory.close} was called. */
