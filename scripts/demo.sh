@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# qbun's main job on a fresh machine: installs what it needs, then runs the demo.
+# qbun's main job on a fresh machine: installs what it needs, then starts
+# `qbun serve` and has a real libqb client talk to it over both transports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec bun cli/main.ts demo "$@"
+exec bun scripts/demo-qb.ts "$@"
