@@ -306,9 +306,16 @@ export class QbConnection {
     if (size > this.info.maxMessageSize) {
       throw new RangeError(`an event of ${size} bytes exceeds the connection's ${this.info.maxMessageSize}-byte maximum`);
     }
-    if (this.#outgoing.length >= this.#policy.maxQueued) throw new QueueFullError(this.#policy.maxQueued);
     const header = new Uint8Array(RESPONSE_HEADER_SIZE);
     putResponseHeader(new DataView(header.buffer), 0, id, size, 0);
+    // Nothing queued ahead of it and a transport that writes synchronously:
+    // write it now, straight from the caller's bytes, without a copy.
+    if (this.#outgoing.length === 0 && !this.#flushing && this.#transport.writeEventNow?.([header, ...parts])) {
+      this.#stats.events++;
+      this.#stats.bytesOut += size;
+      return;
+    }
+    if (this.#outgoing.length >= this.#policy.maxQueued) throw new QueueFullError(this.#policy.maxQueued);
     this.#outgoing.push({ kind: "event", parts: [header, ...parts.map((p) => p.slice())], size });
     this.#flush();
   }

@@ -96,6 +96,10 @@ export class ShmServerTransport implements ServerTransport {
     return this.#response.write(parts);
   }
 
+  writeEventNow(parts: readonly Uint8Array[]): boolean {
+    return this.writeEvent(parts);
+  }
+
   writeEvent(parts: readonly Uint8Array[]): boolean {
     if (!this.#event.write(parts)) return false;
     // One byte per event, never dropped: stream writes queue when the socket is full.

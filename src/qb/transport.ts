@@ -46,6 +46,11 @@ export interface ServerTransport {
   releaseResponses(): void;
   /** Write one response; false when there is no room now (retry later). */
   writeResponse(parts: readonly Uint8Array[]): boolean | Promise<boolean>;
+  /**
+   * Capability of transports that write synchronously (SHM): write one event
+   * now, copying the parts before returning; false when there is no room.
+   */
+  writeEventNow?(parts: readonly Uint8Array[]): boolean;
   /** Write one event (and its notification); false when there is no room now. */
   writeEvent(parts: readonly Uint8Array[]): boolean | Promise<boolean>;
   /** libqb's flow-control value the client reads before each send (0 open, 1 or 2 closed). */
