@@ -9,3 +9,5 @@ export { QbServer } from "./server.ts";
 export type { AuthDecision, QbServerOptions, RateLimit, ServerStats } from "./server.ts";
 export { InteropId, interopAuthenticate, interopHandler } from "./interop-service.ts";
 export type { InteropPolicy } from "./interop-service.ts";
+export { QbClient, QbDisconnectedError } from "./client.ts";
+export type { QbClientOptions, QbMessage, QbRequestOptions } from "./client.ts";

@@ -164,6 +164,51 @@ export class Ring implements Disposable {
     }
   }
 
+  /**
+   * Attach to a ring another process created (the client side), as libqb's
+   * client does, but trusting nothing: the header must name exactly the
+   * expected data file and ring size, and the data file must have libqb's
+   * size for `maxMessageSize` (it is never resized here). Adds 1 to the
+   * header's ref_count.
+   */
+  static open(files: RingFiles, maxMessageSize: number, pageSize?: number): Ring {
+    const dataSize = ringDataSize(maxMessageSize, pageSize);
+    const opened: SharedMemory[] = [];
+    const maps: Mapping[] = [];
+    try {
+      const header = SharedMemory.openFile({ path: files.headerPath });
+      opened.push(header);
+      const headerSize = header.size;
+      if (headerSize < RingHeader.SIZE) throw new RingCorruptError(files.prefix, `header file is ${headerSize} bytes, not at least ${RingHeader.SIZE}`);
+      const headerMap = header.map({ guard: true });
+      maps.push(headerMap);
+      const view = headerMap.view;
+      const wordSize = view.readUint32(RingHeader.WORD_SIZE);
+      if (wordSize * 4 !== dataSize) {
+        throw new RingCorruptError(files.prefix, `ring of ${wordSize * 4} bytes where ${dataSize} were expected for messages of ${maxMessageSize}`);
+      }
+      const dataPath = readPath(view.slice(RingHeader.DATA_PATH, RingHeader.DATA_PATH + 4096));
+      if (dataPath !== files.dataPath) throw new RingCorruptError(files.prefix, `header names data file ${JSON.stringify(dataPath)}, not ${JSON.stringify(files.dataPath)}`);
+      const data = SharedMemory.openFile({ path: files.dataPath });
+      opened.push(data);
+      if (data.size !== dataSize) throw new RingCorruptError(files.prefix, `data file is ${data.size} bytes, not ${dataSize}`);
+      const dataMap = data.mapCircular({ guard: true });
+      maps.push(dataMap);
+      const sem = Semaphore.open(headerMap, RingHeader.SEM);
+      const ring = new Ring(files, dataSize, maxMessageSize, headerMap, dataMap, sem);
+      const writePt = Atomics.load(ring.#header, RingHeader.WRITE_PT / 4);
+      if (writePt >= dataSize / 4) throw new RingCorruptError(files.prefix, `write pointer ${writePt} outside the ring`);
+      ring.#writePt = writePt;
+      Atomics.add(ring.#headerI32, RingHeader.REF_COUNT / 4, 1);
+      return ring;
+    } catch (error) {
+      for (const map of maps) map.close();
+      throw error;
+    } finally {
+      for (const file of opened) file.close(); // the mappings keep the memory
+    }
+  }
+
   /** The int in the header's user area (the request ring's flow-control value). */
   get userInt(): number {
     return Atomics.load(this.#headerI32, RingHeader.USER / 4);
@@ -194,6 +239,14 @@ export class Ring implements Disposable {
    */
   take(): Uint8Array | null {
     if (this.#closed || !this.#sem.tryWait()) return null;
+    return this.takeAcquired();
+  }
+
+  /**
+   * Like {@link Ring.take}, for a reader that already took the semaphore's
+   * count itself ({@link Ring.waitForChunk}).
+   */
+  takeAcquired(): Uint8Array {
     const p = Atomics.load(this.#header, RingHeader.READ_PT / 4);
     if (p >= this.#wordSize) throw new RingCorruptError(this.files.prefix, `read pointer ${p} outside the ${this.#wordSize}-word ring`);
     const magic = Atomics.load(this.#words, p + 1);
@@ -208,6 +261,15 @@ export class Ring implements Disposable {
     this.#takenAt = p;
     const start = (p + 2) * 4; // start + len < 2 * dataSize: the mirror keeps it contiguous
     return this.#bytes.subarray(start, start + len);
+  }
+
+  /**
+   * Wait (without blocking the event loop) for the writer to commit a chunk;
+   * true once one is there (its count taken: read it with takeAcquired),
+   * false on timeout. Rejects when `signal` aborts.
+   */
+  waitForChunk(options: { timeout?: number; signal?: AbortSignal } = {}): Promise<boolean> {
+    return this.#sem.wait(options);
   }
 
   /** A peer truncated a ring file under us (the guard repaired the access). */
@@ -324,6 +386,11 @@ export class Ring implements Disposable {
   [Symbol.dispose](): void {
     this.close(true);
   }
+}
+
+function readPath(field: Uint8Array): string {
+  const end = field.indexOf(0);
+  return new TextDecoder().decode(end < 0 ? field : field.subarray(0, end));
 }
 
 function putPath(into: Uint8Array, offset: number, path: string): void {

@@ -60,3 +60,23 @@ export interface ServerTransport {
   /** Remove every file and socket; idempotent. */
   close(): void;
 }
+
+/** A client connection's transport. */
+export interface ClientTransport {
+  /** `shm` or `socket`. */
+  readonly kind: "shm" | "socket";
+  /** The server's flow-control value (0 open; 1 or 2: back off). */
+  readonly flowControl: number;
+  /** Whether the server still holds the connection (SHM: request ring ref_count 2). */
+  readonly attached: boolean;
+  /** Write one request (and its notification); false when there is no room now. */
+  send(parts: readonly Uint8Array[]): boolean | Promise<boolean>;
+  /** The next response, copied out. Rejects with PeerGoneError when the server is gone. */
+  nextResponse(signal: AbortSignal): Promise<Uint8Array>;
+  /** The next event, copied out. Rejects with PeerGoneError when the server is gone. */
+  nextEvent(signal: AbortSignal): Promise<Uint8Array>;
+  /** Rejects with PeerGoneError once the server closes the connection. */
+  readonly peerGone: Promise<never>;
+  /** Detach; with `serverGone`, also remove what the dead server left (as libqb's client does). */
+  close(serverGone: boolean): void;
+}

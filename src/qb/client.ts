@@ -1,0 +1,391 @@
+/**
+ * A libqb-compatible IPC client: talks to libqb 2.x servers (corosync's
+ * cmap/quorum, pacemaker, pmxcfs) and to qbun's own server, as
+ * `qb_ipcc_*` does, over shared memory or datagram sockets.
+ * @module
+ */
+import { existsSync } from "node:fs";
+import { QbunArgumentError, QbunSystemError } from "../../ffi/errors.ts";
+import { UnixStream, type Credentials } from "../unix/index.ts";
+import { RingCorruptError } from "./ring.ts";
+import { ShmClientTransport } from "./shm-client-transport.ts";
+import { PeerGoneError } from "./shm-transport.ts";
+import { SocketClientTransport } from "./socket-client-transport.ts";
+import { libqbAbstract } from "./socket-transport.ts";
+import type { ClientTransport } from "./transport.ts";
+import {
+  CONNECTION_RESPONSE_SIZE,
+  ConnectionType,
+  encodeConnectionRequest,
+  MIN_MAX_MSG_SIZE,
+  parseConnectionResponse,
+  putRequestHeader,
+  REQUEST_HEADER_SIZE,
+  RESPONSE_HEADER_SIZE,
+} from "./wire.ts";
+
+/** Options for {@link QbClient.connect}. */
+export interface QbClientOptions {
+  /** Largest message to negotiate, header included (at least 12328, libqb's minimum). */
+  maxMessageSize?: number;
+  /** Cancels the connect. */
+  signal?: AbortSignal;
+  /** Give up on a server that accepts but does not answer after this many ms (default 10 s; libqb waits forever). */
+  timeout?: number;
+  /** Connect to `<socketDir>/<service>`; default: when `/etc/libqb/force-filesystem-sockets` exists, as libqb. */
+  filesystemSocket?: boolean;
+  /** Directory for filesystem sockets (default `/tmp`, Debian's libqb SOCKETDIR). */
+  socketDir?: string;
+}
+
+/** A response (or event): the header's id and error (0 or -errno), then the payload. */
+export interface QbMessage {
+  readonly id: number;
+  readonly error: number;
+  readonly data: Uint8Array;
+}
+
+/** Options for one request. */
+export interface QbRequestOptions {
+  /** Reject with ETIMEDOUT after this many ms (the response, when it comes, is discarded). */
+  timeout?: number;
+  /** Cancels the wait (the response, when it comes, is discarded). */
+  signal?: AbortSignal;
+}
+
+/** The server closed the connection, or it was closed here. */
+export class QbDisconnectedError extends QbunSystemError {
+  constructor(service: string, why: string) {
+    super(107 /* ENOTCONN */, "qb_ipcc", { address: service, hint: why });
+    this.name = "QbDisconnectedError";
+  }
+}
+
+interface Slot {
+  /** request(): settle the caller; send(): queue for receive(). */
+  settle?: { resolve(message: QbMessage): void; reject(error: unknown): void };
+  /** The caller gave up: drop the response when it comes. */
+  abandoned?: boolean;
+}
+
+const FORCE_FILESYSTEM_SOCKETS = "/etc/libqb/force-filesystem-sockets";
+const ETIMEDOUT = 110;
+const EMSGSIZE = 90;
+
+/**
+ * A connection to a libqb service.
+ *
+ * ```ts
+ * await using client = await QbClient.connect("cmap");
+ * const { error, data } = await client.request(1, payload, { timeout: 1000 });
+ * for await (const event of client.events()) console.log(event.id, event.data);
+ * ```
+ */
+export class QbClient implements AsyncDisposable {
+  /** The service name. */
+  readonly service: string;
+  /** Negotiated largest message, header included. */
+  readonly maxMessageSize: number;
+  /** `shm` or `socket`, as the server chose. */
+  readonly transport: "shm" | "socket";
+  /** The server's pid/uid/gid from SCM_CREDENTIALS (libqb's `qb_ipcc_auth_get`); undefined if none came. */
+  readonly server: Credentials | undefined;
+  /**
+   * Back off while the server's flow-control value is in 1…fcEnableMax
+   * (libqb's `qb_ipcc_fc_enable_max_set`; 0 ignores flow control). Default 1.
+   */
+  fcEnableMax: 0 | 1 | 2 = 1;
+  readonly #setup: UnixStream;
+  readonly #transport: ClientTransport;
+  readonly #slots: Slot[] = [];
+  readonly #received: QbMessage[] = [];
+  #receiveWaiters: { resolve(message: QbMessage): void; reject(error: unknown): void }[] = [];
+  readonly #eventQueue: QbMessage[] = [];
+  #eventWaiters: { resolve(result: IteratorResult<QbMessage>): void; reject(error: unknown): void }[] = [];
+  readonly #eventListeners = new Set<(event: QbMessage) => void>();
+  readonly #stop = new AbortController();
+  #reading = false;
+  #sendChain: Promise<unknown> = Promise.resolve();
+  #failure: Error | undefined;
+  #eventsStarted = false;
+
+  private constructor(service: string, setup: UnixStream, transport: ClientTransport, maxMessageSize: number, server: Credentials | undefined) {
+    this.service = service;
+    this.#setup = setup;
+    this.#transport = transport;
+    this.transport = transport.kind;
+    this.maxMessageSize = maxMessageSize;
+    this.server = server;
+    transport.peerGone.catch(() => this.#fail(new QbDisconnectedError(service, "the server closed the connection"), true));
+  }
+
+  /** Connect to `service`. A refusal carries the server's errno (e.g. EACCES). */
+  static async connect(service: string, options: QbClientOptions = {}): Promise<QbClient> {
+    if (!service || service.includes("\0") || new TextEncoder().encode(service).length > 106) {
+      throw new QbunArgumentError(`service name must be 1-106 bytes without NUL: ${JSON.stringify(service)}`);
+    }
+    const filesystem = options.filesystemSocket ?? existsSync(FORCE_FILESYSTEM_SOCKETS);
+    const address = filesystem ? `${options.socketDir ?? "/tmp"}/${service}` : libqbAbstract(service);
+    const asked = Math.max(options.maxMessageSize ?? 0, MIN_MAX_MSG_SIZE);
+    const setup = await UnixStream.connect(address, { signal: options.signal });
+    try {
+      setup.passCredentials = true; // to learn who the server is
+      await setup.write(encodeConnectionRequest(asked));
+      const signal = AbortSignal.any([
+        ...(options.signal ? [options.signal] : []),
+        AbortSignal.timeout(options.timeout ?? 10_000),
+      ]);
+      const bytes = new Uint8Array(CONNECTION_RESPONSE_SIZE);
+      let got = 0;
+      let server: Credentials | undefined;
+      while (got < CONNECTION_RESPONSE_SIZE) {
+        const message = await setup.receiveMessage({ maxBytes: CONNECTION_RESPONSE_SIZE - got, maxFds: 0, signal });
+        if (message === null) throw new QbDisconnectedError(service, "the server closed the connection without answering");
+        server ??= message.credentials;
+        bytes.set(message.data, got);
+        got += message.data.byteLength;
+      }
+      setup.passCredentials = false;
+      const response = parseConnectionResponse(bytes);
+      if (!response) throw new RingCorruptError(service, "the connection response is malformed");
+      if (response.error !== 0) {
+        throw new QbunSystemError(-response.error, "qb_ipcc_connect", {
+          address: service,
+          hint: response.error === -13 ? "the server refused this user" : "the server refused the connection",
+        });
+      }
+      const max = response.maxMessageSize;
+      if (max < RESPONSE_HEADER_SIZE || max > 1 << 30) throw new RingCorruptError(service, `negotiated size ${max} is not sane`);
+      let transport: ClientTransport;
+      if (response.connectionType === ConnectionType.SHM) transport = new ShmClientTransport(setup, response, max);
+      else if (response.connectionType === ConnectionType.SOCKET) transport = new SocketClientTransport(setup, response, max);
+      else throw new QbunSystemError(response.connectionType === 2 || response.connectionType === 3 ? 95 : 22, "qb_ipcc_connect", { address: service, hint: `transport type ${response.connectionType} is not supported` });
+      return new QbClient(service, setup, transport, max, server);
+    } catch (error) {
+      setup.close();
+      throw error;
+    }
+  }
+
+  /** Whether the connection is usable. */
+  get connected(): boolean {
+    return this.#failure === undefined;
+  }
+
+  /**
+   * Send a request and wait for its response. Several may be in flight;
+   * responses are matched in order. Rejects with {@link QbDisconnectedError}
+   * when the server goes away, EMSGSIZE above the negotiated size.
+   */
+  request(id: number, payload: Uint8Array | readonly Uint8Array[] = [], options: QbRequestOptions = {}): Promise<QbMessage> {
+    const { promise, resolve, reject } = Promise.withResolvers<QbMessage>();
+    const slot: Slot = { settle: { resolve, reject } };
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const giveUp = (error: unknown) => {
+      slot.abandoned = true;
+      reject(error);
+    };
+    if (options.timeout !== undefined) {
+      timer = setTimeout(() => giveUp(new QbunSystemError(ETIMEDOUT, "qb_ipcc_recv", { address: this.service, hint: `no response within ${options.timeout} ms` })), options.timeout);
+    }
+    const onAbort = () => giveUp(options.signal!.reason);
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    this.#enqueue(id, payload, slot, options.signal).catch(giveUp);
+    return promise.finally(() => {
+      clearTimeout(timer);
+      options.signal?.removeEventListener("abort", onAbort);
+    });
+  }
+
+  /**
+   * Send a request without waiting for its response (libqb's `qb_ipcc_send`);
+   * read responses in order with {@link QbClient.receive}.
+   */
+  async send(id: number, payload: Uint8Array | readonly Uint8Array[] = [], options: { signal?: AbortSignal } = {}): Promise<void> {
+    await this.#enqueue(id, payload, {}, options.signal);
+  }
+
+  /** The next response to a request made with {@link QbClient.send} (libqb's `qb_ipcc_recv`). */
+  receive(options: QbRequestOptions = {}): Promise<QbMessage> {
+    const ready = this.#received.shift();
+    if (ready) return Promise.resolve(ready);
+    if (this.#failure) return Promise.reject(this.#failure);
+    const { promise, resolve, reject } = Promise.withResolvers<QbMessage>();
+    const waiter = { resolve, reject };
+    this.#receiveWaiters.push(waiter);
+    const drop = (error: unknown) => {
+      this.#receiveWaiters = this.#receiveWaiters.filter((w) => w !== waiter);
+      reject(error);
+    };
+    const timer = options.timeout === undefined ? undefined : setTimeout(() => drop(new QbunSystemError(ETIMEDOUT, "qb_ipcc_recv", { address: this.service })), options.timeout);
+    const onAbort = () => drop(options.signal!.reason);
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    return promise.finally(() => {
+      clearTimeout(timer);
+      options.signal?.removeEventListener("abort", onAbort);
+    });
+  }
+
+  async #enqueue(id: number, payload: Uint8Array | readonly Uint8Array[], slot: Slot, signal?: AbortSignal): Promise<void> {
+    if (this.#failure) throw this.#failure;
+    const parts = payload instanceof Uint8Array ? [payload] : [...payload];
+    let size = REQUEST_HEADER_SIZE;
+    for (const part of parts) size += part.byteLength;
+    if (size > this.maxMessageSize) {
+      throw new QbunSystemError(EMSGSIZE, "qb_ipcc_send", { address: this.service, hint: `a ${size}-byte request exceeds the negotiated ${this.maxMessageSize} bytes` });
+    }
+    const header = new Uint8Array(REQUEST_HEADER_SIZE);
+    putRequestHeader(new DataView(header.buffer), 0, id, size);
+    // Requests leave in call order, each after the one before was written.
+    const previous = this.#sendChain;
+    const sent = previous.then(() => this.#write([header, ...parts], signal)).then(() => {
+      this.#slots.push(slot);
+      this.#readResponses();
+    });
+    this.#sendChain = sent.catch(() => {});
+    await sent;
+  }
+
+  /** Write one request, backing off while flow control is on or the ring is full. */
+  async #write(parts: Uint8Array[], signal?: AbortSignal): Promise<void> {
+    let pause = 0;
+    for (;;) {
+      if (this.#failure) throw this.#failure;
+      signal?.throwIfAborted();
+      if (!this.#transport.attached) throw this.#fail(new QbDisconnectedError(this.service, "the server dropped this connection"), false);
+      const fc = this.#transport.flowControl;
+      const held = fc > 0 && fc <= this.fcEnableMax;
+      if (!held) {
+        const result = this.#transport.send(parts);
+        if (typeof result === "boolean" ? result : await result) return;
+      }
+      // The server clears flow control and frees ring space without telling us:
+      // retry after a doubling pause (1 … 50 ms), only while held back.
+      pause = Math.min(pause * 2 || 1, 50);
+      await Bun.sleep(pause);
+    }
+  }
+
+  /** Read responses while any are expected, and hand them to their slots in order. */
+  #readResponses(): void {
+    if (this.#reading || this.#failure) return;
+    this.#reading = true;
+    void (async () => {
+      try {
+        while (this.#slots.length > 0 && !this.#failure) {
+          const bytes = await this.#transport.nextResponse(this.#stop.signal);
+          const message = this.#parse(bytes, "response");
+          const slot = this.#slots.shift()!;
+          if (slot.abandoned) continue;
+          if (slot.settle) slot.settle.resolve(message);
+          else {
+            const waiter = this.#receiveWaiters.shift();
+            if (waiter) waiter.resolve(message);
+            else this.#received.push(message);
+          }
+        }
+      } catch (error) {
+        this.#fail(error, error instanceof PeerGoneError);
+      } finally {
+        this.#reading = false;
+      }
+    })();
+  }
+
+  /** Check a message from the server (untrusted) and split it. */
+  #parse(bytes: Uint8Array, what: string): QbMessage {
+    if (bytes.byteLength < RESPONSE_HEADER_SIZE) throw new RingCorruptError(this.service, `a ${bytes.byteLength}-byte ${what} has no room for its header`);
+    if (bytes.byteLength > this.maxMessageSize) throw new RingCorruptError(this.service, `a ${bytes.byteLength}-byte ${what} exceeds the negotiated size`);
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const size = view.getInt32(8, true);
+    if (size < RESPONSE_HEADER_SIZE || size > bytes.byteLength) throw new RingCorruptError(this.service, `${what} header claims ${size} bytes of ${bytes.byteLength}`);
+    return { id: view.getInt32(0, true), error: view.getInt32(16, true), data: bytes.subarray(RESPONSE_HEADER_SIZE, size) };
+  }
+
+  /** Events from the server, in order, until the connection ends. */
+  async *events(options: { signal?: AbortSignal } = {}): AsyncGenerator<QbMessage, void, void> {
+    this.#startEvents();
+    for (;;) {
+      const next = this.#eventQueue.shift();
+      if (next) {
+        yield next;
+        continue;
+      }
+      if (this.#failure) return;
+      options.signal?.throwIfAborted();
+      const { promise, resolve, reject } = Promise.withResolvers<IteratorResult<QbMessage>>();
+      const waiter = { resolve, reject };
+      this.#eventWaiters.push(waiter);
+      const onAbort = () => reject(options.signal!.reason);
+      options.signal?.addEventListener("abort", onAbort, { once: true });
+      try {
+        const result = await promise;
+        if (result.done) return;
+        yield result.value;
+      } finally {
+        options.signal?.removeEventListener("abort", onAbort);
+        this.#eventWaiters = this.#eventWaiters.filter((w) => w !== waiter);
+      }
+    }
+  }
+
+  /** Call `listener` for every event; returns a function that stops it. */
+  onEvent(listener: (event: QbMessage) => void): () => void {
+    this.#eventListeners.add(listener);
+    this.#startEvents();
+    return () => this.#eventListeners.delete(listener);
+  }
+
+  #startEvents(): void {
+    if (this.#eventsStarted) return;
+    this.#eventsStarted = true;
+    void (async () => {
+      try {
+        while (!this.#failure) {
+          const event = this.#parse(await this.#transport.nextEvent(this.#stop.signal), "event");
+          for (const listener of this.#eventListeners) listener(event);
+          const waiter = this.#eventWaiters.shift();
+          if (waiter) waiter.resolve({ value: event, done: false });
+          else if (this.#eventListeners.size === 0) this.#eventQueue.push(event);
+        }
+      } catch (error) {
+        this.#fail(error, error instanceof PeerGoneError);
+      }
+    })();
+  }
+
+  /** End everything: pending calls reject with `error`, iterators end, resources go. */
+  #fail(error: unknown, serverGone: boolean): Error {
+    if (this.#failure) return this.#failure;
+    const failure = error instanceof Error ? error : new Error(String(error));
+    this.#failure = failure;
+    this.#stop.abort(failure);
+    for (const slot of this.#slots.splice(0)) slot.settle?.reject(failure);
+    for (const waiter of this.#receiveWaiters.splice(0)) waiter.reject(failure);
+    for (const waiter of this.#eventWaiters.splice(0)) waiter.resolve({ value: undefined, done: true });
+    this.#transport.close(serverGone && this.#serverIsDead());
+    this.#setup.close();
+    return failure;
+  }
+
+  /** libqb's client removes a dead server's files; a live server cleans up itself. */
+  #serverIsDead(): boolean {
+    if (!this.server) return false;
+    try {
+      process.kill(this.server.pid, 0);
+      return false;
+    } catch (error) {
+      return (error as { code?: string }).code === "ESRCH";
+    }
+  }
+
+  /** Disconnect. Pending requests reject with {@link QbDisconnectedError}. Idempotent. */
+  async close(): Promise<void> {
+    this.#fail(new QbDisconnectedError(this.service, "closed by this client"), true);
+  }
+
+  /** Same as {@link QbClient.close}. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

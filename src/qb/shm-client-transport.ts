@@ -1,0 +1,132 @@
+/**
+ * libqb's shared-memory transport, client side: attach to the three rings
+ * the server created, write requests (one notification byte each on the
+ * setup socket), wait on the response ring's semaphore, and read one event
+ * per notification byte from the server.
+ * @module
+ */
+import { rmdirSync } from "node:fs";
+import { dirname } from "node:path";
+import type { UnixStream } from "../unix/index.ts";
+import { Ring, RingCorruptError, ringFiles } from "./ring.ts";
+import { PeerGoneError } from "./shm-transport.ts";
+import type { ClientTransport } from "./transport.ts";
+
+const NOTIFY = new Uint8Array([0]);
+
+/** The client half of one SHM connection. */
+export class ShmClientTransport implements ClientTransport {
+  readonly kind = "shm" as const;
+  readonly peerGone: Promise<never>;
+  readonly #request: Ring;
+  readonly #response: Ring;
+  readonly #event: Ring;
+  readonly #setup: UnixStream;
+  readonly #stop = new AbortController();
+  /** Notification bytes received and not yet matched with an event. */
+  #eventBytes = 0;
+  #eventWaiter: (() => void) | undefined;
+  #closed = false;
+
+  /** Attach to the rings named in the connection response. */
+  constructor(setup: UnixStream, names: { request: string; response: string; event: string }, maxMessageSize: number) {
+    for (const prefix of [names.request, names.response, names.event]) {
+      // The server chooses the names, but only absolute paths (libqb ≥ 1.0.4) are followed.
+      if (!prefix.startsWith("/") || prefix.includes("\0")) throw new RingCorruptError(prefix, "ring name is not an absolute path");
+    }
+    const opened: Ring[] = [];
+    try {
+      opened.push(Ring.open(ringFiles(names.request), maxMessageSize));
+      opened.push(Ring.open(ringFiles(names.response), maxMessageSize));
+      opened.push(Ring.open(ringFiles(names.event), maxMessageSize));
+    } catch (error) {
+      for (const ring of opened) ring.close(false);
+      throw error;
+    }
+    [this.#request, this.#response, this.#event] = opened as [Ring, Ring, Ring];
+    this.#setup = setup;
+    this.peerGone = this.#readNotifications();
+    this.peerGone.catch(() => {});
+  }
+
+  /** Count the server's event bytes; end of stream means the server is gone. */
+  async #readNotifications(): Promise<never> {
+    const bytes = new Uint8Array(256);
+    try {
+      for (;;) {
+        const n = await this.#setup.readInto(bytes, { signal: this.#stop.signal });
+        if (n === 0) break;
+        this.#eventBytes += n;
+        this.#eventWaiter?.();
+      }
+    } catch (error) {
+      if (this.#closed) throw new PeerGoneError();
+    }
+    throw new PeerGoneError();
+  }
+
+  get flowControl(): number {
+    return this.#closed ? 0 : this.#request.userInt;
+  }
+
+  get attached(): boolean {
+    return !this.#closed && this.#request.refCount === 2;
+  }
+
+  send(parts: readonly Uint8Array[]): boolean {
+    if (!this.#request.write(parts)) return false;
+    this.#setup.write(NOTIFY).catch(() => {}); // a dead server shows up in peerGone
+    return true;
+  }
+
+  async nextResponse(signal: AbortSignal): Promise<Uint8Array> {
+    const stop = AbortSignal.any([signal, this.#stop.signal]);
+    const got = await Promise.race([this.#response.waitForChunk({ signal: stop }), this.peerGone]);
+    if (!got) throw new Error("unreachable: no timeout was set");
+    return this.#copyOut(this.#response, this.#response.takeAcquired());
+  }
+
+  async nextEvent(signal: AbortSignal): Promise<Uint8Array> {
+    for (;;) {
+      signal.throwIfAborted();
+      if (this.#eventBytes > 0) {
+        const chunk = this.#event.take();
+        if (chunk) {
+          this.#eventBytes--;
+          return this.#copyOut(this.#event, chunk);
+        }
+        this.#eventBytes = 0; // a byte with no event behind it: nothing to read
+      }
+      const { promise, resolve } = Promise.withResolvers<void>();
+      this.#eventWaiter = resolve;
+      const onAbort = () => resolve();
+      signal.addEventListener("abort", onAbort, { once: true });
+      try {
+        await Promise.race([promise, this.peerGone]);
+      } finally {
+        signal.removeEventListener("abort", onAbort);
+        this.#eventWaiter = undefined;
+      }
+    }
+  }
+
+  #copyOut(ring: Ring, chunk: Uint8Array): Uint8Array {
+    const copy = chunk.slice();
+    ring.reclaim(chunk.byteLength);
+    return copy;
+  }
+
+  close(serverGone: boolean): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#stop.abort();
+    for (const ring of [this.#request, this.#response, this.#event]) ring.close(serverGone);
+    if (serverGone) {
+      // libqb's client removes the files of a dead server; the empty directory is removed too.
+      try {
+        rmdirSync(dirname(this.#request.files.prefix));
+      } catch {}
+    }
+  }
+}
+

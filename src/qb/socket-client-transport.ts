@@ -1,0 +1,130 @@
+/**
+ * libqb's socket transport, client side: map the control file, bind
+ * `<base>-response` connected to `<base>-request` (requests and responses)
+ * and `<base>-event` connected to `<base>-event-tx` (events).
+ * @module
+ */
+import { rmdirSync, unlinkSync } from "node:fs";
+import { dirname } from "node:path";
+import { SharedMemory, type Mapping } from "../shm/index.ts";
+import { UnixDatagram, type UnixStream } from "../unix/index.ts";
+import { RingCorruptError } from "./ring.ts";
+import { PeerGoneError } from "./shm-transport.ts";
+import { libqbAbstract } from "./socket-transport.ts";
+import type { ClientTransport } from "./transport.ts";
+
+const Control = { REQUEST_SENT: 0, REQUEST_FC: 1, RESPONSE_SENT: 2, EVENT_SENT: 4 } as const;
+const CONTROL_SIZE = 24;
+
+/** The client half of one socket-transport connection. */
+export class SocketClientTransport implements ClientTransport {
+  readonly kind = "socket" as const;
+  readonly peerGone: Promise<never>;
+  readonly #controlPath: string;
+  readonly #control: Mapping;
+  readonly #counters: Int32Array;
+  readonly #requests: UnixDatagram;
+  readonly #events: UnixDatagram;
+  readonly #stop = new AbortController();
+  readonly #maxMessageSize: number;
+  #closed = false;
+
+  constructor(setup: UnixStream, names: { request: string; response: string }, maxMessageSize: number) {
+    if (!names.request.startsWith("/") || !names.response.startsWith("/")) {
+      throw new RingCorruptError(names.request, "control file or socket name is not an absolute path");
+    }
+    this.#controlPath = names.request;
+    this.#maxMessageSize = maxMessageSize;
+    const file = SharedMemory.openFile({ path: this.#controlPath });
+    const sockets: UnixDatagram[] = [];
+    try {
+      if (file.size < CONTROL_SIZE) throw new RingCorruptError(this.#controlPath, `control file is ${file.size} bytes, not ${CONTROL_SIZE}`);
+      this.#control = file.map({ length: CONTROL_SIZE, guard: true });
+      this.#counters = new Int32Array(this.#control.bytes.buffer, this.#control.bytes.byteOffset, CONTROL_SIZE / 4);
+      const base = names.response;
+      const open = (local: string, remote: string) => {
+        const socket = UnixDatagram.bound(libqbAbstract(local));
+        sockets.push(socket);
+        if (socket.sendBufferSize <= maxMessageSize) socket.sendBufferSize = maxMessageSize;
+        if (socket.receiveBufferSize <= maxMessageSize) socket.receiveBufferSize = maxMessageSize;
+        socket.connect(libqbAbstract(remote));
+        return socket;
+      };
+      this.#requests = open(`${base}-response`, `${base}-request`);
+      this.#events = open(`${base}-event`, `${base}-event-tx`);
+    } catch (error) {
+      for (const socket of sockets) socket.close();
+      throw error;
+    } finally {
+      file.close();
+    }
+    this.peerGone = (async (): Promise<never> => {
+      try {
+        for (;;) if ((await setup.read({ maxBytes: 64, signal: this.#stop.signal })) === null) break;
+      } catch {}
+      throw new PeerGoneError();
+    })();
+    this.peerGone.catch(() => {});
+  }
+
+  get flowControl(): number {
+    return this.#closed ? 0 : Atomics.load(this.#counters, Control.REQUEST_FC);
+  }
+
+  get attached(): boolean {
+    return !this.#closed;
+  }
+
+  async send(parts: readonly Uint8Array[]): Promise<boolean> {
+    await this.#requests.send(concat(parts));
+    Atomics.add(this.#counters, Control.REQUEST_SENT, 1);
+    return true;
+  }
+
+  async nextResponse(signal: AbortSignal): Promise<Uint8Array> {
+    const bytes = await this.#receive(this.#requests, signal);
+    Atomics.sub(this.#counters, Control.RESPONSE_SENT, 1);
+    return bytes;
+  }
+
+  async nextEvent(signal: AbortSignal): Promise<Uint8Array> {
+    const bytes = await this.#receive(this.#events, signal);
+    Atomics.sub(this.#counters, Control.EVENT_SENT, 1);
+    return bytes;
+  }
+
+  async #receive(socket: UnixDatagram, signal: AbortSignal): Promise<Uint8Array> {
+    const stop = AbortSignal.any([signal, this.#stop.signal]);
+    const message = await Promise.race([socket.receive({ maxBytes: this.#maxMessageSize, maxFds: 0, signal: stop }), this.peerGone]);
+    if (message.truncated) throw new RingCorruptError(this.#controlPath, `a datagram above the negotiated ${this.#maxMessageSize} bytes`);
+    return message.data;
+  }
+
+  close(_serverGone: boolean): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#stop.abort();
+    this.#requests.close();
+    this.#events.close();
+    this.#control.close();
+    // libqb's client removes the control file and the directory in this transport.
+    for (const remove of [() => unlinkSync(this.#controlPath), () => rmdirSync(dirname(this.#controlPath))]) {
+      try {
+        remove();
+      } catch {}
+    }
+  }
+}
+
+function concat(parts: readonly Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0]!;
+  let length = 0;
+  for (const part of parts) length += part.byteLength;
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.byteLength;
+  }
+  return out;
+}
