@@ -77,9 +77,10 @@ const symbols = {
   qbn_reactor_forget: { args: ["ptr", "int"], returns: "int" },
   qbn_reactor_drain: { args: ["ptr", "ptr", "int"], returns: "int" },
   qbn_reactor_destroy: { args: ["ptr"], returns: "void" },
-  qbn_semwait_start: { args: ["ptr", "ptr", "i64", "int", "ptr"], returns: "ptr" },
-  qbn_semwait_cancel: { args: ["ptr"], returns: "int" },
-  qbn_semwait_join: { args: ["ptr"], returns: "void" },
+  qbn_semwaiter_create: { args: ["ptr", "ptr", "int", "ptr"], returns: "ptr" },
+  qbn_semwaiter_arm: { args: ["ptr", "i64"], returns: "void" },
+  qbn_semwaiter_cancel: { args: ["ptr"], returns: "int" },
+  qbn_semwaiter_destroy: { args: ["ptr"], returns: "void" },
 } as const satisfies Record<string, FFIFunction>;
 
 /** The helper's symbols, typed from the table above. */

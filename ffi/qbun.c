@@ -872,72 +872,120 @@ void qbn_reactor_destroy(qbn_reactor *r) {
 
 /* ------------------------------------------------- async semaphore waits */
 /*
- * One thread per pending wait. Cancel is race-free without thread
- * cancellation: under the lock, a still-waiting waiter is marked cancelled
- * and the semaphore is posted once; the waiter then consumes exactly one
- * count (ours, or a real one whose twin ours now stands for), so the count
- * is unchanged. The result is reported to the reactor with the token:
- * 0 acquired, -ETIMEDOUT, -ECANCELED, or another -errno.
+ * A waiter is a thread that sleeps on a condition variable until JS arms it,
+ * then waits on one semaphore and reports the result to the reactor with its
+ * token: 0 acquired, -ETIMEDOUT, -ECANCELED, or another -errno. Threads are
+ * kept and re-armed, so a wait costs no thread creation.
+ *
+ * Cancelling is race-free without thread cancellation: under the lock, a
+ * thread inside sem_wait is marked cancelled and the semaphore is posted
+ * once; the thread then consumes exactly one count (ours, or a real one
+ * whose twin ours now stands for), so the count is unchanged. If it timed
+ * out instead, it takes our post back.
  */
-enum { W_WAITING = 0, W_DONE = 1, W_CANCELLED = 2 };
+enum { W_IDLE = 0, W_WAITING = 1, W_CANCELLED = 2 };
 
-typedef struct qbn_semwait {
+typedef struct qbn_semwaiter {
   qbn_reactor *reactor;
   sem_t *sem;
-  int64_t timeout_ms;
   uint32_t token;
-  int state;
   pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int armed;
+  int stop;
+  int state;
+  int64_t timeout_ms;
   pthread_t thread;
-} qbn_semwait;
+} qbn_semwaiter;
 
-static void *semwait_main(void *arg) {
-  qbn_semwait *w = arg;
-  int r = sem_wait_ms(w->sem, w->timeout_ms);
+static void *semwaiter_main(void *arg) {
+  qbn_semwaiter *w = arg;
   pthread_mutex_lock(&w->lock);
-  if (w->state == W_CANCELLED) {
-    /* Acquired: we consumed one count and cancel posted one, net zero.
-     * Timed out or failed before the cancel's post: take that post back. */
-    if (r < 0) sem_trywait(w->sem);
-    r = -ECANCELED;
-  } else {
-    w->state = W_DONE;
+  for (;;) {
+    while (!w->armed && !w->stop) pthread_cond_wait(&w->cond, &w->lock);
+    if (w->stop) break;
+    w->armed = 0;
+    w->state = W_WAITING;
+    int64_t timeout = w->timeout_ms;
+    pthread_mutex_unlock(&w->lock);
+    int r = sem_wait_ms(w->sem, timeout);
+    pthread_mutex_lock(&w->lock);
+    if (w->state == W_CANCELLED) {
+      if (r < 0) sem_trywait(w->sem); /* timed out before the cancel's post: take it back */
+      r = -ECANCELED;
+    }
+    w->state = W_IDLE;
+    if (w->stop) break;
+    pthread_mutex_unlock(&w->lock);
+    reactor_push(w->reactor, w->token, (uint32_t)r, 0);
+    pthread_mutex_lock(&w->lock);
   }
   pthread_mutex_unlock(&w->lock);
-  reactor_push(w->reactor, w->token, (uint32_t)r, 0);
   return NULL;
 }
 
-void *qbn_semwait_start(qbn_reactor *reactor, void *sem, int64_t timeout_ms, int token, int32_t *err) {
-  qbn_semwait *w = calloc(1, sizeof *w);
+void *qbn_semwaiter_create(qbn_reactor *reactor, void *sem, int token, int32_t *err) {
+  qbn_semwaiter *w = calloc(1, sizeof *w);
   if (!w) { *err = -ENOMEM; return NULL; }
   w->reactor = reactor;
   w->sem = sem;
-  w->timeout_ms = timeout_ms;
   w->token = (uint32_t)token;
   pthread_mutex_init(&w->lock, NULL);
-  int e = pthread_create(&w->thread, NULL, semwait_main, w);
-  if (e) { pthread_mutex_destroy(&w->lock); free(w); *err = -e; return NULL; }
+  pthread_cond_init(&w->cond, NULL);
+  int e = pthread_create(&w->thread, NULL, semwaiter_main, w);
+  if (e) {
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+    *err = -e;
+    return NULL;
+  }
   *err = 0;
   return w;
 }
 
-/* Returns 1 if the wait was cancelled, 0 if it had already finished. */
-int qbn_semwait_cancel(qbn_semwait *w) {
-  int cancelled = 0;
+/* Start one wait (timeout_ms < 0: none); its result is reported with the token. */
+void qbn_semwaiter_arm(qbn_semwaiter *w, int64_t timeout_ms) {
+  pthread_mutex_lock(&w->lock);
+  w->timeout_ms = timeout_ms;
+  w->armed = 1;
+  pthread_cond_signal(&w->cond);
+  pthread_mutex_unlock(&w->lock);
+}
+
+/* Cancel the current wait; it reports -ECANCELED. Returns 1 if one was pending. */
+int qbn_semwaiter_cancel(qbn_semwaiter *w) {
+  int pending = 0;
   pthread_mutex_lock(&w->lock);
   if (w->state == W_WAITING) {
     w->state = W_CANCELLED;
     sem_post(w->sem);
-    cancelled = 1;
+    pending = 1;
+  } else if (w->armed) {
+    w->armed = 0; /* not started: report the cancellation ourselves */
+    pending = 1;
+    pthread_mutex_unlock(&w->lock);
+    reactor_push(w->reactor, w->token, (uint32_t)-ECANCELED, 0);
+    return pending;
   }
   pthread_mutex_unlock(&w->lock);
-  return cancelled;
+  return pending;
 }
 
-/* Join the thread (it has finished or been cancelled) and free the waiter. */
-void qbn_semwait_join(qbn_semwait *w) {
+/* Stop the thread (cancelling a wait in progress) and join it: afterwards
+ * nothing touches the semaphore's memory. No report is made for the wait. */
+void qbn_semwaiter_destroy(qbn_semwaiter *w) {
+  pthread_mutex_lock(&w->lock);
+  w->stop = 1;
+  w->armed = 0;
+  if (w->state == W_WAITING) {
+    w->state = W_CANCELLED;
+    sem_post(w->sem);
+  }
+  pthread_cond_signal(&w->cond);
+  pthread_mutex_unlock(&w->lock);
   pthread_join(w->thread, NULL);
+  pthread_cond_destroy(&w->cond);
   pthread_mutex_destroy(&w->lock);
   free(w);
 }

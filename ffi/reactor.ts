@@ -141,55 +141,95 @@ export class Reactor {
   }
 
   /**
-   * Wait on a process-shared semaphore at `sem` on a helper thread. The
-   * promise resolves true when acquired, false on timeout (`timeoutMs` < 0:
-   * none). The memory at `sem` must stay mapped until the wait is over: an
-   * owner about to unmap calls {@link SemWait.stopSync} first.
+   * A waiter for the process-shared semaphore at `sem`: a helper thread that
+   * waits on it whenever asked, so waits never block the event loop. The
+   * memory at `sem` must stay mapped until {@link SemWaiter.destroy}.
    */
-  semWait(sem: Pointer, timeoutMs: number, signal?: AbortSignal): SemWait {
+  semWaiter(sem: Pointer): SemWaiter {
     const token = this.#nextToken++;
     const err = new Int32Array(1);
-    const waiter = this.#native.qbn_semwait_start(this.#ptr, sem, timeoutMs, token, err);
-    if (!waiter) throw new QbunSystemError(-err[0]!, "pthread_create");
-    const { promise, resolve, reject } = Promise.withResolvers<boolean>();
-    const native = this.#native;
-    let joined = false;
-    const onAbort = () => native.qbn_semwait_cancel(waiter);
-    signal?.addEventListener("abort", onAbort, { once: true });
-    this.ref();
-    const finish = (result: number, reason?: unknown) => {
-      this.#byToken.delete(token);
-      if (!joined) {
-        joined = true;
-        native.qbn_semwait_join(waiter);
-      }
-      signal?.removeEventListener("abort", onAbort);
-      this.unref();
-      if (result === 0) resolve(true);
-      else if (result === -ETIMEDOUT) resolve(false);
-      else if (result === -ECANCELED) reject(reason ?? signal?.reason);
-      else reject(new QbunSystemError(-result, "sem_clockwait"));
-    };
-    this.#byToken.set(token, (result) => finish(result));
-    return {
-      promise,
-      stopSync(reason: unknown) {
-        if (joined) return;
-        native.qbn_semwait_cancel(waiter);
-        joined = true;
-        native.qbn_semwait_join(waiter); // thread has left sem_wait: safe to unmap
-        finish(-ECANCELED, reason);
-      },
-    };
+    const ptr = this.#native.qbn_semwaiter_create(this.#ptr, sem, token, err);
+    if (!ptr) throw new QbunSystemError(-err[0]!, "pthread_create");
+    return new SemWaiter(this, this.#native, ptr as Pointer, token, this.#byToken);
   }
 }
 
-/** A pending semaphore wait started by {@link Reactor.semWait}. */
-export interface SemWait {
-  /** true: acquired; false: timed out. Rejects when aborted or stopped. */
-  readonly promise: Promise<boolean>;
-  /** Cancel now and join the waiting thread before returning. */
-  stopSync(reason: unknown): void;
+/**
+ * One helper thread bound to one semaphore. One wait at a time; reuse it for
+ * the next. Destroy it before the semaphore's memory is unmapped.
+ */
+export class SemWaiter {
+  readonly #reactor: Reactor;
+  readonly #native: Native;
+  readonly #ptr: Pointer;
+  readonly #token: number;
+  readonly #byToken: Map<number, Settle>;
+  #current: { resolve(acquired: boolean): void; reject(error: unknown): void; reason?: unknown } | undefined;
+  #destroyed = false;
+
+  /** @internal use {@link Reactor.semWaiter} */
+  constructor(reactor: Reactor, native: Native, ptr: Pointer, token: number, byToken: Map<number, Settle>) {
+    this.#reactor = reactor;
+    this.#native = native;
+    this.#ptr = ptr;
+    this.#token = token;
+    this.#byToken = byToken;
+    byToken.set(token, (result) => this.#settle(result));
+  }
+
+  /** Whether a wait is in progress. */
+  get busy(): boolean {
+    return this.#current !== undefined;
+  }
+
+  /**
+   * Wait: true when acquired, false on timeout (`timeoutMs` < 0: none).
+   * Rejects with the signal's reason when aborted (the count is unchanged).
+   */
+  wait(timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+    if (this.#destroyed) return Promise.reject(new ClosedError("semaphore waiter"));
+    if (this.#current) return Promise.reject(new Error("a semaphore waiter runs one wait at a time"));
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const { promise, resolve, reject } = Promise.withResolvers<boolean>();
+    const current: { resolve(acquired: boolean): void; reject(error: unknown): void; reason?: unknown } = { resolve, reject };
+    this.#current = current;
+    const onAbort = () => {
+      current.reason = signal!.reason;
+      this.#native.qbn_semwaiter_cancel(this.#ptr);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    this.#reactor.ref();
+    this.#native.qbn_semwaiter_arm(this.#ptr, timeoutMs);
+    return promise.finally(() => signal?.removeEventListener("abort", onAbort));
+  }
+
+  #settle(result: number): void {
+    const current = this.#current;
+    if (!current) return;
+    this.#current = undefined;
+    this.#reactor.unref();
+    if (result === 0) current.resolve(true);
+    else if (result === -ETIMEDOUT) current.resolve(false);
+    else if (result === -ECANCELED) current.reject(current.reason ?? new ClosedError("semaphore wait"));
+    else current.reject(new QbunSystemError(-result, "sem_clockwait"));
+  }
+
+  /**
+   * Stop the thread and join it (a wait in progress rejects with `reason`):
+   * afterwards nothing touches the semaphore's memory. Idempotent.
+   */
+  destroy(reason: unknown = new ClosedError("semaphore")): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    this.#native.qbn_semwaiter_destroy(this.#ptr);
+    this.#byToken.delete(this.#token);
+    const current = this.#current;
+    if (current) {
+      this.#current = undefined;
+      this.#reactor.unref();
+      current.reject(reason);
+    }
+  }
 }
 
 /**

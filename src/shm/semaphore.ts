@@ -6,7 +6,7 @@
 import type { Pointer } from "bun:ffi";
 import { check, ClosedError, QbunArgumentError } from "../../ffi/errors.ts";
 import { loadNative, type Native } from "../../ffi/native.ts";
-import { Reactor, type SemWait } from "../../ffi/reactor.ts";
+import { Reactor, type SemWaiter } from "../../ffi/reactor.ts";
 import type { Mapping, MappingDependent } from "./mapping.ts";
 
 /** Bytes a semaphore occupies in a mapping (glibc x86_64/aarch64). */
@@ -36,7 +36,8 @@ export class Semaphore implements MappingDependent {
   readonly #mapping: Mapping;
   readonly #ptr: Pointer;
   readonly #native: Native;
-  readonly #pending = new Set<SemWait>();
+  /** Helper threads, kept for the next wait; one per concurrent wait. */
+  readonly #waiters: SemWaiter[] = [];
   #detached = false;
 
   private constructor(mapping: Mapping, offset: number) {
@@ -94,13 +95,12 @@ export class Semaphore implements MappingDependent {
     if (options.timeout === 0) return false;
     const reactor = await Reactor.get();
     this.#checkOpen();
-    const pending = reactor.semWait(this.#ptr, options.timeout ?? -1, options.signal);
-    this.#pending.add(pending);
-    try {
-      return await pending.promise;
-    } finally {
-      this.#pending.delete(pending);
+    let waiter = this.#waiters.find((w) => !w.busy);
+    if (!waiter) {
+      waiter = reactor.semWaiter(this.#ptr);
+      this.#waiters.push(waiter);
     }
+    return waiter.wait(options.timeout ?? -1, options.signal);
   }
 
   /**
@@ -130,9 +130,9 @@ export class Semaphore implements MappingDependent {
     this.#mapping.removeDependent(this);
   }
 
+  /** Stop and join every helper thread: nothing touches the semaphore afterwards. */
   #stopWaits(): void {
-    for (const pending of this.#pending) pending.stopSync(new ClosedError("semaphore"));
-    this.#pending.clear();
+    for (const waiter of this.#waiters.splice(0)) waiter.destroy(new ClosedError("semaphore"));
   }
 
   /** @internal called by the mapping before it unmaps */

@@ -1,0 +1,305 @@
+/**
+ * qbun's libqb-compatible client against real servers: a libqb 2.0.6 server
+ * (test/peers/qb_server.c, linked with Debian's libqb) and qbun's own server
+ * (`qbun serve`), both transports, plus corosync's quorum service.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { Reactor } from "../ffi/reactor.ts";
+import { QbClient, QbDisconnectedError, QbServer, interopHandler, type QbMessage } from "../src/qb/index.ts";
+import { openFdCount, shmListing, uniqueName } from "./helpers/env.ts";
+import { compileC, removeCBuilds } from "./helpers/peers.ts";
+
+const root = resolve(import.meta.dir, "..");
+let libqbServer = "";
+const u32 = (...values: number[]) => new Uint8Array(new Uint32Array(values).buffer);
+const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+
+beforeAll(async () => {
+  libqbServer = await compileC("qb_server", ["-lqb"]);
+  await Reactor.get();
+});
+afterAll(removeCBuilds);
+
+interface RunningServer {
+  name: string;
+  pid: number;
+  signal(sig: NodeJS.Signals): void;
+  stop(): Promise<void>;
+}
+
+async function startProcess(cmd: string[], name: string, expectLine: string): Promise<RunningServer> {
+  const proc = Bun.spawn(cmd, { stdout: "pipe", stderr: "pipe" });
+  const reader = proc.stdout.getReader();
+  const first = new TextDecoder().decode((await reader.read()).value).trim();
+  if (first !== expectLine) throw new Error(`server said ${JSON.stringify(first)}: ${await new Response(proc.stderr).text()}`);
+  reader.releaseLock();
+  return {
+    name,
+    pid: proc.pid,
+    signal: (sig) => proc.kill(sig),
+    stop: async () => {
+      proc.kill("SIGTERM");
+      await proc.exited;
+    },
+  };
+}
+
+const servers = {
+  libqb: (transport: string, extra: string[] = []) => {
+    const name = uniqueName(`libqb-${transport}`);
+    return startProcess([libqbServer, name, transport, ...extra], name, "READY");
+  },
+  qbun: (transport: string, extra: string[] = []) => {
+    const name = uniqueName(`qbun-${transport}`);
+    return startProcess([process.execPath, join(root, "cli", "main.ts"), "serve", "--service", name, "--transport", transport, ...extra], name, `READY ${name}`);
+  },
+};
+
+async function eventually(check: () => boolean, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error("condition not reached in time");
+    await Bun.sleep(5);
+  }
+}
+
+describe.each([
+  ["libqb", "shm"],
+  ["libqb", "socket"],
+  ["qbun", "shm"],
+  ["qbun", "socket"],
+] as const)("qbun client against a %s server, %s transport", (kind, transport) => {
+  let server: RunningServer;
+  let shmBefore: string[];
+  let fdsBefore: number;
+
+  beforeAll(async () => {
+    Bun.gc(true);
+    shmBefore = shmListing();
+    fdsBefore = openFdCount();
+    server = await servers[kind](transport);
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+    await Bun.sleep(20);
+    Bun.gc(true);
+    expect(shmListing()).toEqual(shmBefore);
+    expect(openFdCount()).toBe(fdsBefore);
+  });
+
+  test("connect: transport, negotiated size, the server's credentials", async () => {
+    await using client = await QbClient.connect(server.name, { maxMessageSize: 100_000 });
+    expect(client.transport).toBe(transport);
+    expect(client.maxMessageSize).toBe(100_000);
+    expect(client.server?.pid).toBe(server.pid);
+    expect(client.connected).toBe(true);
+  });
+
+  test("every interop id", async () => {
+    await using client = await QbClient.connect(server.name);
+    const echo = await client.request(1, new TextEncoder().encode("hello"));
+    expect([echo.id, echo.error, text(echo.data)]).toEqual([1, 0, "hello"]);
+    const sized = await client.request(3, u32(5000));
+    expect(sized.data.length).toBe(5000);
+    expect(sized.data.every((b, i) => b === (i & 0xff))).toBe(true);
+    expect((await client.request(4, u32(-42 >>> 0))).error).toBe(-42);
+    const started = performance.now();
+    expect((await client.request(5, u32(50))).error).toBe(0);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(45);
+    expect(JSON.parse(text((await client.request(6)).data)).pid).toBe(process.pid);
+    expect((await client.request(77)).error).toBe(-22);
+  });
+
+  test("sizes 0 … the maximum, and wrap-around with odd sizes", async () => {
+    const max = 1 << 20;
+    await using client = await QbClient.connect(server.name, { maxMessageSize: max });
+    for (const size of [0, 1, 7, 8, 4095, 4096, 4097, 65536, max - 24]) {
+      const payload = new Uint8Array(size).map((_, i) => (i * 7 + size) & 0xff);
+      const reply = await client.request(1, payload);
+      expect(reply.data.length).toBe(size);
+      expect(Buffer.compare(reply.data, payload)).toBe(0);
+    }
+    for (let i = 0; i < 2000; i++) {
+      const payload = new Uint8Array(4093).fill(i & 0xff);
+      const reply = await client.request(1, payload);
+      if (reply.data.length !== 4093 || reply.data[4092] !== (i & 0xff)) throw new Error(`echo ${i} came back wrong`);
+    }
+  });
+
+  test("pipelining: 200 requests in flight, answered in order; send/receive", async () => {
+    await using client = await QbClient.connect(server.name);
+    const replies = await Promise.all(Array.from({ length: 200 }, (_, i) => client.request(3, u32(i))));
+    expect(replies.map((r) => r.data.length)).toEqual(Array.from({ length: 200 }, (_, i) => i));
+    for (let i = 0; i < 10; i++) await client.send(3, u32(i + 1));
+    const received: number[] = [];
+    for (let i = 0; i < 10; i++) received.push((await client.receive({ timeout: 5000 })).data.length);
+    expect(received).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  });
+
+  test("events: as an async iterator and as a callback", async () => {
+    await using client = await QbClient.connect(server.name);
+    const seen: QbMessage[] = [];
+    const stop = client.onEvent((event) => seen.push(event));
+    await client.request(2, u32(30, 300));
+    await eventually(() => seen.length === 30);
+    stop();
+    seen.forEach((event, k) => {
+      expect([event.id, event.data.length, event.data[0], event.data[299]]).toEqual([2, 300, k & 0xff, (299 + k) & 0xff]);
+    });
+    await using other = await QbClient.connect(server.name);
+    const iterated: number[] = [];
+    const reading = (async () => {
+      for await (const event of other.events()) {
+        iterated.push(event.data[0]!);
+        if (iterated.length === 5) break;
+      }
+    })();
+    await other.request(2, u32(5, 1));
+    await reading;
+    expect(iterated).toEqual([0, 1, 2, 3, 4]);
+  });
+
+  test("timeouts: the late response is discarded and the next request matches its own", async () => {
+    await using client = await QbClient.connect(server.name);
+    await expect(client.request(5, u32(300), { timeout: 50 })).rejects.toMatchObject({ code: "ETIMEDOUT" });
+    const echo = await client.request(1, new TextEncoder().encode("after"));
+    expect(text(echo.data)).toBe("after");
+    const aborted = client.request(5, u32(200), { signal: AbortSignal.timeout(20) });
+    await expect(aborted).rejects.toThrow();
+    expect(text((await client.request(1, new TextEncoder().encode("still in order"))).data)).toBe("still in order");
+  });
+
+  test("a request above the negotiated size is refused before anything is sent", async () => {
+    await using client = await QbClient.connect(server.name);
+    await expect(client.request(1, new Uint8Array(client.maxMessageSize))).rejects.toMatchObject({ code: "EMSGSIZE" });
+    expect((await client.request(1, new Uint8Array(10))).data.length).toBe(10);
+  });
+});
+
+describe.each([
+  ["libqb", "shm"],
+  ["libqb", "socket"],
+  ["qbun", "shm"],
+  ["qbun", "socket"],
+] as const)("a %s server (%s) that dies or refuses", (kind, transport) => {
+  test("killed mid-request: pending requests fail at once, iterators end, nothing is left", async () => {
+    const before = shmListing();
+    const server = await servers[kind](transport);
+    const client = await QbClient.connect(server.name);
+    const slow = client.request(5, u32(10_000));
+    const events = (async () => {
+      const got: QbMessage[] = [];
+      for await (const event of client.events()) got.push(event);
+      return got;
+    })();
+    await Bun.sleep(50);
+    server.signal("SIGKILL");
+    const started = performance.now();
+    const failure = await slow.catch((error) => error);
+    expect(failure).toBeInstanceOf(QbDisconnectedError);
+    expect(failure.code).toBe("ENOTCONN");
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(await events).toEqual([]);
+    expect(client.connected).toBe(false);
+    await expect(client.request(1)).rejects.toBeInstanceOf(QbDisconnectedError);
+    await client.close();
+    await server.stop();
+    expect(shmListing()).toEqual(before); // the dead server's files were removed by the client
+  });
+
+  test("auth refused: connect fails with the server's EACCES", async () => {
+    const server = await servers[kind](transport, ["--deny-uid", String(process.getuid!())]);
+    try {
+      await expect(QbClient.connect(server.name)).rejects.toMatchObject({ code: "EACCES", syscall: "qb_ipcc_connect" });
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe("flow control", () => {
+  test.each(["shm", "socket"])("a libqb server's rate limit OFF holds requests back until NORMAL (%s)", async (transport) => {
+    const server = await servers.libqb(transport);
+    try {
+      await using client = await QbClient.connect(server.name);
+      expect((await client.request(1, u32(1))).error).toBe(0);
+      server.signal("SIGUSR1"); // QB_IPCS_RATE_OFF: flow control 1
+      await Bun.sleep(50);
+      let done = false;
+      const held = client.request(1, u32(2)).then((r) => ((done = true), r));
+      await Bun.sleep(150);
+      expect(done).toBe(false); // backing off, as libqb's client would (EAGAIN)
+      server.signal("SIGUSR2"); // QB_IPCS_RATE_NORMAL
+      expect((await held).data).toEqual(u32(2));
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("a qbun server's rate limit OFF holds an existing connection's requests back until NORMAL", async () => {
+    const server = await QbServer.listen({ name: uniqueName("fc"), handler: interopHandler });
+    try {
+      await using client = await QbClient.connect(server.name);
+      await client.request(1);
+      server.setRateLimit("off");
+      let done = false;
+      const held = client.request(1, u32(7)).then((r) => ((done = true), r));
+      await Bun.sleep(100);
+      expect(done).toBe(false);
+      server.setRateLimit("normal");
+      expect((await held).data).toEqual(u32(7));
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+const corosyncBinary = "/usr/sbin/corosync";
+describe.skipIf(!existsSync(corosyncBinary) || process.getuid?.() !== 0)("corosync 3 (a real libqb server in production use)", () => {
+  let started: ReturnType<typeof Bun.spawn> | undefined;
+
+  beforeAll(async () => {
+    const running = Bun.spawnSync(["pgrep", "-x", "corosync"]).exitCode === 0;
+    if (!running) started = Bun.spawn([corosyncBinary, "-f"], { stdout: "ignore", stderr: "ignore" });
+    const ready = () => Bun.file("/proc/net/unix").text().then((t) => t.includes("@quorum@"));
+    const deadline = Date.now() + 20_000;
+    while (!(await ready())) {
+      if (Date.now() > deadline) throw new Error("corosync did not offer its quorum service");
+      await Bun.sleep(100);
+    }
+  });
+
+  afterAll(async () => {
+    if (started) {
+      started.kill("SIGTERM");
+      await started.exited;
+    }
+  });
+
+  test("quorum: getquorate, gettype, and the tracking notification as an event", async () => {
+    const CS_OK = 1;
+    await using quorum = await QbClient.connect("quorum");
+    const deadline = Date.now() + 15_000;
+    let quorate: QbMessage;
+    for (;;) {
+      quorate = await quorum.request(0 /* MESSAGE_REQ_QUORUM_GETQUORATE */, [], { timeout: 5000 });
+      if (new DataView(quorate.data.buffer, quorate.data.byteOffset).getUint32(0, true) === 1 || Date.now() > deadline) break;
+      await Bun.sleep(200); // a just-started single node becomes quorate after its first membership
+    }
+    expect(quorate.error).toBe(CS_OK);
+    expect(new DataView(quorate.data.buffer, quorate.data.byteOffset).getUint32(0, true)).toBe(1);
+    const type = await quorum.request(3 /* MESSAGE_REQ_QUORUM_GETTYPE */, [], { timeout: 5000 });
+    expect(type.error).toBe(CS_OK);
+    const events = quorum.events();
+    const track = await quorum.request(1 /* MESSAGE_REQ_QUORUM_TRACKSTART */, u32(1 /* CS_TRACK_CURRENT */), { timeout: 5000 });
+    expect(track.error).toBe(CS_OK);
+    const { value: notification } = await events.next();
+    expect(notification!.id).toBe(3); // MESSAGE_RES_QUORUM_NOTIFICATION
+    const view = new DataView(notification!.data.buffer, notification!.data.byteOffset, notification!.data.byteLength);
+    expect(view.getInt32(0, true)).toBe(1); // quorate
+    expect(view.getUint32(16, true)).toBe(1); // one node in the view
+  });
+});
