@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BUN_VERSION=1.4.4
-DEBIAN_PACKAGES=(gcc libc6-dev python3 util-linux libqb-dev pkg-config)
+DEBIAN_PACKAGES=(gcc libc6-dev python3 util-linux libqb-dev pkg-config corosync)
 
 if [ "$(bun --version 2>/dev/null || true)" != "$BUN_VERSION" ]; then
   echo "setup: installing bun@$BUN_VERSION from the npm registry" >&2

@@ -4,7 +4,7 @@
  * `qb_ipcc_*` does, over shared memory or datagram sockets.
  * @module
  */
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { QbunArgumentError, QbunSystemError } from "../../ffi/errors.ts";
 import { UnixStream, type Credentials } from "../unix/index.ts";
 import { RingCorruptError } from "./ring.ts";
@@ -363,29 +363,61 @@ export class QbClient implements AsyncDisposable {
     for (const slot of this.#slots.splice(0)) slot.settle?.reject(failure);
     for (const waiter of this.#receiveWaiters.splice(0)) waiter.reject(failure);
     for (const waiter of this.#eventWaiters.splice(0)) waiter.resolve({ value: undefined, done: true });
-    this.#transport.close(serverGone && this.#serverIsDead());
+    this.#transport.close();
     this.#setup.close();
+    if (serverGone) this.#cleanup = this.#removeFilesIfServerDied();
     return failure;
   }
 
-  /** libqb's client removes a dead server's files; a live server cleans up itself. */
-  #serverIsDead(): boolean {
-    if (!this.server) return false;
-    try {
-      process.kill(this.server.pid, 0);
-      return false;
-    } catch (error) {
-      return (error as { code?: string }).code === "ESRCH";
+  #cleanup: Promise<void> = Promise.resolve();
+
+  /**
+   * libqb's client removes a dead server's files (a live server removes its
+   * own). The server's end of the connection closes as it exits, a moment
+   * before it is gone: probe a few times, 10–80 ms apart, as libqb does.
+   */
+  async #removeFilesIfServerDied(): Promise<void> {
+    const pid = this.server?.pid;
+    if (!pid) return;
+    for (const pause of [0, 10, 20, 40, 80]) {
+      if (pause) await Bun.sleep(pause);
+      if (processIsGone(pid)) {
+        this.#transport.removeDeadServerFiles();
+        return;
+      }
     }
   }
 
-  /** Disconnect. Pending requests reject with {@link QbDisconnectedError}. Idempotent. */
+  /**
+   * Disconnect. Pending requests reject with {@link QbDisconnectedError};
+   * resolves once the connection's resources are released. Idempotent.
+   */
   async close(): Promise<void> {
-    this.#fail(new QbDisconnectedError(this.service, "closed by this client"), true);
+    const first = this.#failure === undefined;
+    this.#fail(new QbDisconnectedError(this.service, "closed by this client"), false);
+    // A server that died unnoticed leaves its files to us, as with libqb.
+    if (first && this.server && processIsGone(this.server.pid)) this.#transport.removeDeadServerFiles();
+    await this.#cleanup;
   }
 
   /** Same as {@link QbClient.close}. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+}
+
+/** Whether `pid` has exited (gone, or a zombie nobody has reaped yet). */
+function processIsGone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (error) {
+    return (error as { code?: string }).code === "ESRCH";
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state === "Z" || state === "X";
+  } catch {
+    return true;
   }
 }

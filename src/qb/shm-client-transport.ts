@@ -5,7 +5,7 @@
  * per notification byte from the server.
  * @module
  */
-import { rmdirSync } from "node:fs";
+import { rmdirSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
 import type { UnixStream } from "../unix/index.ts";
 import { Ring, RingCorruptError, ringFiles } from "./ring.ts";
@@ -116,17 +116,24 @@ export class ShmClientTransport implements ClientTransport {
     return copy;
   }
 
-  close(serverGone: boolean): void {
+  close(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#stop.abort();
-    for (const ring of [this.#request, this.#response, this.#event]) ring.close(serverGone);
-    if (serverGone) {
-      // libqb's client removes the files of a dead server; the empty directory is removed too.
-      try {
-        rmdirSync(dirname(this.#request.files.prefix));
-      } catch {}
+    for (const ring of [this.#request, this.#response, this.#event]) ring.close(false);
+  }
+
+  removeDeadServerFiles(): void {
+    for (const ring of [this.#request, this.#response, this.#event]) {
+      for (const path of [ring.files.dataPath, ring.files.headerPath]) {
+        try {
+          unlinkSync(path);
+        } catch {}
+      }
     }
+    // libqb's client leaves the empty directory; it is removed here too.
+    try {
+      rmdirSync(dirname(this.#request.files.prefix));
+    } catch {}
   }
 }
-

@@ -100,7 +100,10 @@ export class SocketClientTransport implements ClientTransport {
     return message.data;
   }
 
-  close(_serverGone: boolean): void {
+  /** Nothing beyond what close() removes. */
+  removeDeadServerFiles(): void {}
+
+  close(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#stop.abort();

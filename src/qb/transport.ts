@@ -77,6 +77,8 @@ export interface ClientTransport {
   nextEvent(signal: AbortSignal): Promise<Uint8Array>;
   /** Rejects with PeerGoneError once the server closes the connection. */
   readonly peerGone: Promise<never>;
-  /** Detach; with `serverGone`, also remove what the dead server left (as libqb's client does). */
-  close(serverGone: boolean): void;
+  /** Detach (unmap, close sockets; the socket transport also removes its control file, as libqb's client). */
+  close(): void;
+  /** After close: remove the files a dead server left behind (as libqb's client does). */
+  removeDeadServerFiles(): void;
 }
