@@ -69,6 +69,8 @@ interface Slot {
 }
 
 const FORCE_FILESYSTEM_SOCKETS = "/etc/libqb/force-filesystem-sockets";
+/** Events read ahead of an iterator that is not pulling. */
+const MAX_QUEUED_EVENTS = 256;
 const ETIMEDOUT = 110;
 const EMSGSIZE = 90;
 
@@ -108,6 +110,7 @@ export class QbClient implements AsyncDisposable {
   #sendChain: Promise<unknown> = Promise.resolve();
   #failure: Error | undefined;
   #eventsStarted = false;
+  #eventQueueDrained: (() => void) | undefined;
 
   private constructor(service: string, setup: UnixStream, transport: ClientTransport, maxMessageSize: number, server: Credentials | undefined) {
     this.service = service;
@@ -308,6 +311,7 @@ export class QbClient implements AsyncDisposable {
     for (;;) {
       const next = this.#eventQueue.shift();
       if (next) {
+        this.#eventQueueDrained?.();
         yield next;
         continue;
       }
@@ -347,6 +351,14 @@ export class QbClient implements AsyncDisposable {
           const waiter = this.#eventWaiters.shift();
           if (waiter) waiter.resolve({ value: event, done: false });
           else if (this.#eventListeners.size === 0) this.#eventQueue.push(event);
+          // An iterator that stopped pulling: stop reading, so events wait in
+          // the server's ring and queue (its flow of events backs off) rather
+          // than pile up here.
+          while (this.#eventQueue.length >= MAX_QUEUED_EVENTS && !this.#failure) {
+            const { promise, resolve } = Promise.withResolvers<void>();
+            this.#eventQueueDrained = resolve;
+            await Promise.race([promise, this.#transport.peerGone]);
+          }
         }
       } catch (error) {
         this.#fail(error, error instanceof PeerGoneError);
