@@ -1,5 +1,5 @@
 /**
- * `qbun/qb`: a libqb-compatible IPC server (and, later, client).
+ * `qbun/qb`: a libqb-compatible IPC server and client.
  * @module
  */
 export { QbConnection, QueueFullError } from "./connection.ts";
