@@ -9,10 +9,9 @@ import { QbunArgumentError, QbunSystemError } from "../../ffi/errors.ts";
 import { UnixStream, type Credentials } from "../unix/index.ts";
 import { RingCorruptError } from "./ring.ts";
 import { ShmClientTransport } from "./shm-client-transport.ts";
-import { PeerGoneError } from "./shm-transport.ts";
 import { SocketClientTransport } from "./socket-client-transport.ts";
-import { libqbAbstract } from "./socket-transport.ts";
-import type { ClientTransport } from "./transport.ts";
+import { libqbAbstract } from "./socket-names.ts";
+import { type ClientTransport, PeerGoneError } from "./transport.ts";
 import {
   CONNECTION_RESPONSE_SIZE,
   ConnectionType,

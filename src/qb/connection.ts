@@ -6,8 +6,7 @@
  */
 import type { UnixStream } from "../unix/index.ts";
 import { RingCorruptError } from "./ring.ts";
-import { PeerGoneError } from "./shm-transport.ts";
-import type { IncomingMessage, ServerTransport } from "./transport.ts";
+import { type IncomingMessage, PeerGoneError, type ServerTransport } from "./transport.ts";
 import { MessageId, putResponseHeader, REQUEST_HEADER_SIZE, RESPONSE_HEADER_SIZE } from "./wire.ts";
 
 /** Access granted to a client by the application's `authenticate`. */

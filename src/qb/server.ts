@@ -13,9 +13,10 @@ import {
   type ConnectionPolicy,
   type QbHandler,
 } from "./connection.ts";
-import { ShmServerTransport, type TransportSetup } from "./shm-transport.ts";
-import { libqbAbstract, SocketServerTransport } from "./socket-transport.ts";
-import type { ServerTransport } from "./transport.ts";
+import { ShmServerTransport } from "./shm-transport.ts";
+import { libqbAbstract } from "./socket-names.ts";
+import { SocketServerTransport } from "./socket-transport.ts";
+import type { ServerTransport, TransportSetup } from "./transport.ts";
 import {
   CONNECTION_REQUEST_SIZE,
   ConnectionType,

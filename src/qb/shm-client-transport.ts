@@ -9,8 +9,7 @@ import { rmdirSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
 import type { UnixStream } from "../unix/index.ts";
 import { Ring, RingCorruptError, ringFiles } from "./ring.ts";
-import { PeerGoneError } from "./shm-transport.ts";
-import type { ClientTransport } from "./transport.ts";
+import { type ClientTransport, PeerGoneError } from "./transport.ts";
 
 const NOTIFY = new Uint8Array([0]);
 

@@ -9,31 +9,7 @@
 import { rmdirSync } from "node:fs";
 import type { UnixStream } from "../unix/index.ts";
 import { Ring, ringFiles, type RingFiles } from "./ring.ts";
-import type { IncomingMessage, ServerTransport, TransportNames } from "./transport.ts";
-
-/** The peer closed its setup socket. */
-export class PeerGoneError extends Error {
-  /** Always `"ERR_QBUN_PEER_GONE"`. */
-  readonly code = "ERR_QBUN_PEER_GONE";
-  constructor() {
-    super("the client closed its connection");
-    this.name = "PeerGoneError";
-  }
-}
-
-/** What a transport needs to know about the connection it serves. */
-export interface TransportSetup {
-  /** The per-connection directory (already created). */
-  readonly dir: string;
-  readonly service: string;
-  readonly maxMessageSize: number;
-  /** Owner and mode for every file (the client's ids, 0600 by default). */
-  readonly uid: number;
-  readonly gid: number;
-  readonly mode: number;
-  /** The accepted setup socket (owned by the connection, not the transport). */
-  readonly setup: UnixStream;
-}
+import { PeerGoneError, type IncomingMessage, type ServerTransport, type TransportNames, type TransportSetup } from "./transport.ts";
 
 const NOTIFY = new Uint8Array([0]);
 

@@ -9,12 +9,9 @@ import { dirname } from "node:path";
 import { SharedMemory, type Mapping } from "../shm/index.ts";
 import { UnixDatagram, type UnixStream } from "../unix/index.ts";
 import { RingCorruptError } from "./ring.ts";
-import { PeerGoneError } from "./shm-transport.ts";
-import { libqbAbstract } from "./socket-transport.ts";
-import type { ClientTransport } from "./transport.ts";
+import { concatParts, Control, CONTROL_SIZE, libqbAbstract } from "./socket-names.ts";
+import { type ClientTransport, PeerGoneError } from "./transport.ts";
 
-const Control = { REQUEST_SENT: 0, REQUEST_FC: 1, RESPONSE_SENT: 2, EVENT_SENT: 4 } as const;
-const CONTROL_SIZE = 24;
 
 /** The client half of one socket-transport connection. */
 export class SocketClientTransport implements ClientTransport {
@@ -76,7 +73,7 @@ export class SocketClientTransport implements ClientTransport {
   }
 
   async send(parts: readonly Uint8Array[]): Promise<boolean> {
-    await this.#requests.send(concat(parts));
+    await this.#requests.send(concatParts(parts));
     Atomics.add(this.#counters, Control.REQUEST_SENT, 1);
     return true;
   }
@@ -119,15 +116,3 @@ export class SocketClientTransport implements ClientTransport {
   }
 }
 
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  let length = 0;
-  for (const part of parts) length += part.byteLength;
-  const out = new Uint8Array(length);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.byteLength;
-  }
-  return out;
-}

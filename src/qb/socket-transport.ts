@@ -7,21 +7,10 @@
  */
 import { rmdirSync, unlinkSync } from "node:fs";
 import { SharedMemory, type Mapping } from "../shm/index.ts";
-import { UnixDatagram, type AddressInput } from "../unix/index.ts";
-import { PeerGoneError, type TransportSetup } from "./shm-transport.ts";
-import type { IncomingMessage, ServerTransport, TransportNames } from "./transport.ts";
+import { UnixDatagram } from "../unix/index.ts";
+import { concatParts, Control, CONTROL_SIZE, libqbAbstract } from "./socket-names.ts";
+import { type IncomingMessage, PeerGoneError, type ServerTransport, type TransportNames, type TransportSetup } from "./transport.ts";
 
-/** Control file int32 slots: {sent, flow_control} for request, response, event. */
-const Control = { REQUEST_SENT: 0, REQUEST_FC: 1, RESPONSE_SENT: 2, EVENT_SENT: 4 } as const;
-const CONTROL_SIZE = 24;
-/** libqb names abstract sockets into sun_path + 1 with snprintf: at most 106 bytes. */
-const ABSTRACT_NAME_MAX = 106;
-
-/** libqb's padded abstract address for a name (truncated as libqb truncates it). */
-export function libqbAbstract(name: string): AddressInput {
-  const raw = new TextEncoder().encode(name).subarray(0, ABSTRACT_NAME_MAX);
-  return { abstract: raw, padded: true };
-}
 
 /** The server half of one socket-transport connection. */
 export class SocketServerTransport implements ServerTransport {
@@ -105,7 +94,7 @@ export class SocketServerTransport implements ServerTransport {
       await connectWithRetry(this.#requests, `${this.#base}-response`);
       this.#responseConnected = true;
     }
-    await this.#requests.send(concat(parts));
+    await this.#requests.send(concatParts(parts));
     Atomics.add(this.#counters, Control.RESPONSE_SENT, 1);
     return true;
   }
@@ -115,7 +104,7 @@ export class SocketServerTransport implements ServerTransport {
       await connectWithRetry(this.#events, `${this.#base}-event`);
       this.#eventConnected = true;
     }
-    await this.#events.send(concat(parts));
+    await this.#events.send(concatParts(parts));
     Atomics.add(this.#counters, Control.EVENT_SENT, 1);
     return true;
   }
@@ -159,16 +148,4 @@ async function connectWithRetry(socket: UnixDatagram, name: string): Promise<voi
   }
 }
 
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  let length = 0;
-  for (const part of parts) length += part.byteLength;
-  const out = new Uint8Array(length);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.byteLength;
-  }
-  return out;
-}
 

@@ -1,9 +1,35 @@
 /**
- * The seam between a server connection and how its messages travel. Each
- * transport (shared-memory rings, datagram sockets) implements this once;
- * the connection logic (ordering, flow control, stats) never looks past it.
+ * The seam between a connection and how its messages travel. Each transport
+ * (shared-memory rings, datagram sockets) implements it once per side; the
+ * server's connection logic and the client (ordering, flow control, stats)
+ * never look past it.
  * @module
  */
+import type { UnixStream } from "../unix/index.ts";
+
+/** The other end closed its setup socket. */
+export class PeerGoneError extends Error {
+  /** Always `"ERR_QBUN_PEER_GONE"`. */
+  readonly code = "ERR_QBUN_PEER_GONE";
+  constructor() {
+    super("the peer closed the connection");
+    this.name = "PeerGoneError";
+  }
+}
+
+/** What a transport needs to know about the connection it serves. */
+export interface TransportSetup {
+  /** The per-connection directory (already created). */
+  readonly dir: string;
+  readonly service: string;
+  readonly maxMessageSize: number;
+  /** Owner and mode for every file (the client's ids, 0600 by default). */
+  readonly uid: number;
+  readonly gid: number;
+  readonly mode: number;
+  /** The accepted setup socket (owned by the connection, not the transport). */
+  readonly setup: UnixStream;
+}
 
 /** Names sent to the client in the connection response. */
 export interface TransportNames {
