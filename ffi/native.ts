@@ -41,6 +41,7 @@ const symbols = {
   qbn_unmap_deallocator: { args: ["ptr", "ptr"], returns: "void" },
   qbn_guard_add: { args: ["ptr", "i64"], returns: "int" },
   qbn_guard_tripped: { args: ["int"], returns: "int" },
+  qbn_guard_trips_address: { args: [], returns: "ptr" },
   qbn_guard_release: { args: ["int"], returns: "void" },
   qbn_unmap_guarded_deallocator: { args: ["ptr", "ptr"], returns: "void" },
   qbn_socket: { args: ["int"], returns: "int" },

@@ -186,6 +186,8 @@ void qbn_unmap_deallocator(void *bytes, void *ctx) { munmap(bytes, (size_t)(intp
 typedef struct { uintptr_t start, end; volatile int tripped, used; } qbn_guard;
 
 static qbn_guard *guards;
+/* Repairs so far, any region: JS reads it through a view before asking about one. */
+static volatile int32_t guard_trips;
 static int guard_cap;
 static struct sigaction previous_sigbus;
 static int sigbus_installed;
@@ -200,6 +202,7 @@ static void on_sigbus(int sig, siginfo_t *info, void *context) {
       uintptr_t page = addr & guard_page_mask;
       mmap((void *)page, g->end - page, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       g->tripped = 1;
+      guard_trips++;
       return;
     }
   }
@@ -245,6 +248,9 @@ int qbn_guard_add(void *start, int64_t len) {
   guards[i].used = 1;
   return i;
 }
+
+/* Address of the repair counter (4 bytes, static). */
+void *qbn_guard_trips_address(void) { return (void *)&guard_trips; }
 
 /* 1 if the region was repaired after a SIGBUS (its file shrank). */
 int qbn_guard_tripped(int slot) { return slot >= 0 && slot < guard_cap && guards[slot].tripped; }

@@ -92,12 +92,20 @@ export interface ConnectionPolicy {
   onError(error: unknown, connection: QbConnection): void;
 }
 
-interface PendingResponse {
-  done: boolean;
-  parts?: Uint8Array[];
+/** A response or event waiting to be written; its header is built at write time. */
+interface Outgoing {
+  kind: "response" | "event";
+  id: number;
+  error: number;
+  /** Header included. */
+  size: number;
+  data: Uint8Array[];
 }
 
-type Outgoing = { kind: "response" | "event"; parts: Uint8Array[]; size: number };
+/** A request being handled; `item` once its reply is known. */
+interface PendingResponse {
+  item?: Outgoing;
+}
 
 const EIO = 5;
 const EMSGSIZE = 90;
@@ -160,9 +168,13 @@ export class QbConnection {
         await this.#transport.waitForRequests(signal);
       }
     } catch (error) {
-      if (this.#closed) return;
-      this.close(error instanceof PeerGoneError ? undefined : error);
+      this.#end(error);
     }
+  }
+
+  /** End on an error from reading: a client that left is a normal end, not an error. */
+  #end(error: unknown): void {
+    if (!this.#closed) this.close(error instanceof PeerGoneError ? undefined : error);
   }
 
   /** Handle what is ready, `batch` at a time, yielding between batches. One pump at a time. */
@@ -195,9 +207,8 @@ export class QbConnection {
       message.release();
       throw new RingCorruptError(this.#transport.names.request, `a ${bytes.byteLength}-byte request has no room for its header`);
     }
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const id = view.getInt32(0, true);
-    const size = view.getInt32(8, true);
+    const id = int32At(bytes, 0);
+    const size = int32At(bytes, 8);
     this.#stats.requests++;
     this.#stats.bytesIn += bytes.byteLength;
     if (id === MessageId.DISCONNECT) {
@@ -205,7 +216,7 @@ export class QbConnection {
       this.close();
       return;
     }
-    const slot: PendingResponse = { done: false };
+    const slot: PendingResponse = {};
     this.#pending.push(slot);
     this.#updateFlowControl();
     // Refusals keep the connection usable: answer with an error.
@@ -269,22 +280,13 @@ export class QbConnection {
       size = RESPONSE_HEADER_SIZE;
       error = -EMSGSIZE;
     }
-    const header = new Uint8Array(RESPONSE_HEADER_SIZE);
-    putResponseHeader(new DataView(header.buffer), 0, reply.id ?? requestId, size, error);
-    slot.parts = [header, ...data];
-    slot.done = true;
-    while (this.#pending.length > 0 && this.#pending[0]!.done) {
-      const head = this.#pending.shift()!;
-      this.#outgoing.push({ kind: "response", parts: head.parts!, size: sizeOf(head.parts!) });
-    }
+    const item: Outgoing = { kind: "response", id: reply.id ?? requestId, error, size, data };
+    slot.item = item;
+    while (this.#pending.length > 0 && this.#pending[0]!.item) this.#outgoing.push(this.#pending.shift()!.item!);
     this.#flush();
     // A reply that could not be written now must not keep pointing into the ring.
-    if (mayAliasRing && data.length > 0) {
-      const queued = this.#outgoing.find((item) => item.parts === slot.parts);
-      if (queued || this.#pending.includes(slot)) {
-        slot.parts = slot.parts.map((part) => (part === header ? part : part.slice()));
-        if (queued) queued.parts = slot.parts;
-      }
+    if (mayAliasRing && data.length > 0 && (this.#pending.includes(slot) || this.#outgoing.includes(item))) {
+      item.data = data.map((part) => part.slice());
     }
     this.#updateFlowControl();
   }
@@ -305,52 +307,90 @@ export class QbConnection {
     if (size > this.info.maxMessageSize) {
       throw new RangeError(`an event of ${size} bytes exceeds the connection's ${this.info.maxMessageSize}-byte maximum`);
     }
-    const header = new Uint8Array(RESPONSE_HEADER_SIZE);
-    putResponseHeader(new DataView(header.buffer), 0, id, size, 0);
     // Nothing queued ahead of it and a transport that writes synchronously:
     // write it now, straight from the caller's bytes, without a copy.
-    if (this.#outgoing.length === 0 && !this.#flushing && this.#transport.writeEventNow?.([header, ...parts])) {
+    if (this.#outgoing.length === 0 && !this.#flushing && this.#transport.writeEventNow?.(this.#withHeader(id, size, 0, parts))) {
       this.#stats.events++;
       this.#stats.bytesOut += size;
       return;
     }
     if (this.#outgoing.length >= this.#policy.maxQueued) throw new QueueFullError(this.#policy.maxQueued);
-    this.#outgoing.push({ kind: "event", parts: [header, ...parts.map((p) => p.slice())], size });
+    this.#outgoing.push({ kind: "event", id, error: 0, size, data: parts.map((p) => p.slice()) });
     this.#flush();
   }
 
-  /** Write what is queued, in order, until something does not fit. */
-  #flush(): void {
-    if (this.#flushing || this.#closed) return;
-    void this.#flushLoop();
+  /** One reusable header: every write copies it out before the next is built. */
+  readonly #header = new Uint8Array(RESPONSE_HEADER_SIZE);
+  readonly #headerView = new DataView(this.#header.buffer);
+
+  #withHeader(id: number, size: number, error: number, data: readonly Uint8Array[]): Uint8Array[] {
+    putResponseHeader(this.#headerView, 0, id, size, error);
+    return [this.#header, ...data];
   }
 
-  /** Runs synchronously while writes complete synchronously (SHM). */
-  async #flushLoop(): Promise<void> {
+  /**
+   * Write what is queued, in order, until something does not fit.
+   * Synchronous while the transport writes synchronously (SHM); an
+   * asynchronous write (socket) finishes in #finishWrite and flushes on.
+   */
+  #flush(): void {
+    if (this.#flushing || this.#closed) return;
     this.#flushing = true;
+    let async = false;
     try {
       while (this.#outgoing.length > 0 && !this.#closed) {
         const item = this.#outgoing[0]!;
-        const result = item.kind === "response" ? this.#transport.writeResponse(item.parts) : this.#transport.writeEvent(item.parts);
-        const written = typeof result === "boolean" ? result : await result;
-        if (!written) {
+        const parts = this.#withHeader(item.id, item.size, item.error, item.data);
+        const result = item.kind === "response" ? this.#transport.writeResponse(parts) : this.#transport.writeEvent(parts);
+        if (typeof result !== "boolean") {
+          async = true;
+          void this.#finishWrite(item, result);
+          return;
+        }
+        if (!result) {
           this.#stats.sendRetries++;
           this.#scheduleRetry();
           return;
         }
-        this.#outgoing.shift();
-        this.#retryDelay = 0;
-        this.#stats.bytesOut += item.size;
-        if (item.kind === "response") this.#stats.responses++;
-        else this.#stats.events++;
+        this.#written(item);
       }
-      this.#updateFlowControl();
-      if (this.#outgoing.length === 0 && this.#pending.length === 0) this.#notifyIdle();
+      this.#afterFlush();
     } catch (error) {
       this.close(error);
     } finally {
+      if (!async) this.#flushing = false;
+    }
+  }
+
+  async #finishWrite(item: Outgoing, result: Promise<boolean>): Promise<void> {
+    try {
+      if (await result) this.#written(item);
+      else {
+        this.#stats.sendRetries++;
+        this.#scheduleRetry();
+        return;
+      }
+    } catch (error) {
+      this.close(error);
+      return;
+    } finally {
       this.#flushing = false;
     }
+    if (this.#outgoing.length > 0) this.#flush();
+    else this.#afterFlush();
+  }
+
+  #written(item: Outgoing): void {
+    this.#outgoing.shift();
+    this.#retryDelay = 0;
+    this.#stats.bytesOut += item.size;
+    if (item.kind === "response") this.#stats.responses++;
+    else this.#stats.events++;
+  }
+
+  #afterFlush(): void {
+    this.#updateFlowControl();
+    if (this.#outgoing.length === 0 && this.#pending.length === 0) this.#notifyIdle();
   }
 
   #idleWaiters: (() => void)[] = [];
@@ -381,7 +421,7 @@ export class QbConnection {
     if (this.#flowControl === 0 && unanswered >= high) this.#setFlowControl(1);
     else if (this.#flowControl !== 0 && unanswered <= high / 2) {
       this.#setFlowControl(0);
-      void this.#pump().catch((error) => this.close(error));
+      void this.#pump().catch((error) => this.#end(error));
     }
   }
 
@@ -398,7 +438,7 @@ export class QbConnection {
     else {
       this.#setFlowControl(0);
       this.#updateFlowControl();
-      void this.#pump().catch((error) => this.close(error));
+      void this.#pump().catch((error) => this.#end(error));
     }
   }
 
@@ -451,8 +491,7 @@ export class QbConnection {
   }
 }
 
-function sizeOf(parts: readonly Uint8Array[]): number {
-  let n = 0;
-  for (const part of parts) n += part.byteLength;
-  return n;
+/** Little-endian int32 at `offset` (no DataView per message). */
+function int32At(bytes: Uint8Array, offset: number): number {
+  return bytes[offset]! | (bytes[offset + 1]! << 8) | (bytes[offset + 2]! << 16) | (bytes[offset + 3]! << 24);
 }

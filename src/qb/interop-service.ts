@@ -24,10 +24,9 @@ const EINVAL = 22;
 /** The service's request handler. */
 export const interopHandler: QbHandler = (request: QbRequest): QbReply | Promise<QbReply> => {
   const { id, payload } = request;
+  if (id === InteropId.ECHO) return { data: payload }; // the hot path: no view, no copy
   const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   switch (id) {
-    case InteropId.ECHO:
-      return { data: payload };
     case InteropId.EVENTS: {
       if (payload.byteLength < 8) return { error: -EINVAL };
       const count = view.getUint32(0, true);

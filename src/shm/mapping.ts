@@ -10,6 +10,9 @@ import { toArrayBuffer, type Pointer } from "bun:ffi";
 import { ClosedError, QbunArgumentError, QbunSystemError } from "../../ffi/errors.ts";
 import { loadNative } from "../../ffi/native.ts";
 
+/** View of the helper's count of SIGBUS repairs (static memory: never unmapped). */
+let guardTrips: Int32Array | undefined;
+
 /** Access requested for a mapping. */
 export type MapAccess = "read-write" | "read-only";
 
@@ -165,7 +168,10 @@ export class Mapping implements Disposable {
    * contents are no longer shared from the first repaired page on.
    */
   get faulted(): boolean {
-    return this.#guard >= 0 && !this.#closed && loadNative().qbn_guard_tripped(this.#guard) === 1;
+    if (this.#guard < 0 || this.#closed) return false;
+    // A shared counter of repairs makes the common answer (none, ever) one memory read.
+    guardTrips ??= new Int32Array(toArrayBuffer(loadNative().qbn_guard_trips_address()!, 0, 4));
+    return guardTrips[0] !== 0 && loadNative().qbn_guard_tripped(this.#guard) === 1;
   }
 
   /** Whether the mapping was closed. */

@@ -118,6 +118,17 @@ export class UnixStream extends UnixSocket {
     return this.recvInto(into, options.signal);
   }
 
+  /**
+   * Read what is there now, without waiting: the byte count (0 at end of
+   * stream), or undefined when nothing is available.
+   */
+  tryReadInto(into: Uint8Array): number | undefined {
+    const rc = this.native.qbn_recv(this.fd, into, into.byteLength, 0x40 /* MSG_DONTWAIT */);
+    if (rc === -11 /* EAGAIN */) return undefined;
+    if (rc < 0) throw new QbunSystemError(-rc, "recv");
+    return rc;
+  }
+
   /** Read exactly `length` bytes; throws if the stream ends first. */
   async readExactly(length: number, options: { signal?: AbortSignal } = {}): Promise<Uint8Array> {
     const buf = new Uint8Array(length);
