@@ -277,6 +277,35 @@ describe("POSIX shared memory and temp files", () => {
   });
 });
 
+describe("named files (how libqb shares its rings)", () => {
+  test("openFile: exclusive create, allocate, chown, chmod, reopen read-only", () => {
+    const { mkdtempSync, rmSync, statSync } = require("node:fs");
+    const dir = mkdtempSync(join(require("node:os").tmpdir(), "qbun-openfile-"));
+    const path = join(dir, "ring-data");
+    try {
+      using file = SharedMemory.openFile({ path, create: true, size: 16384, mode: 0o600 });
+      expect(file.kind).toBe("file");
+      expect(file.size).toBe(16384);
+      expect(statSync(path).blocks * 512).toBeGreaterThanOrEqual(16384); // blocks reserved (posix_fallocate)
+      file.chown(65534, 65534);
+      file.chmod(0o640);
+      const st = statSync(path);
+      expect([st.uid, st.gid, st.mode & 0o777]).toEqual([65534, 65534, 0o640]);
+      expect(() => SharedMemory.openFile({ path, create: true })).toThrow(expect.objectContaining({ code: "EEXIST", syscall: "open" }));
+      using rw = file.map();
+      rw.bytes[5] = 55;
+      using ro = SharedMemory.openFile({ path, readOnly: true });
+      expect(ro.readOnly).toBe(true);
+      using view = ro.map();
+      expect(view.view.at(5)).toBe(55);
+      expect(() => SharedMemory.openFile({ path: "relative/path" })).toThrow(QbunArgumentError);
+      expect(() => SharedMemory.openFile({ path: join(dir, "missing") })).toThrow(expect.objectContaining({ code: "ENOENT" }));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("process-shared semaphores", () => {
   test("post, tryWait, value, timed wait and waitSync", async () => {
     using mem = SharedMemory.memfd({ size: 4096 });
