@@ -260,12 +260,16 @@ describe.skipIf(!existsSync(corosyncBinary) || process.getuid?.() !== 0)("corosy
   let started: ReturnType<typeof Bun.spawn> | undefined;
 
   beforeAll(async () => {
-    const running = Bun.spawnSync(["pgrep", "-x", "corosync"]).exitCode === 0;
-    if (!running) started = Bun.spawn([corosyncBinary, "-f"], { stdout: "ignore", stderr: "ignore" });
     const ready = () => Bun.file("/proc/net/unix").text().then((t) => t.includes("@quorum@"));
+    // Use a running corosync (its quorum socket is there), or start one: single node on loopback.
+    if (!(await ready())) started = Bun.spawn([corosyncBinary, "-f"], { stdout: "ignore", stderr: "pipe" });
     const deadline = Date.now() + 20_000;
     while (!(await ready())) {
-      if (Date.now() > deadline) throw new Error("corosync did not offer its quorum service");
+      if (Date.now() > deadline) {
+        started?.kill("SIGKILL");
+        const said = started ? await new Response(started.stderr as ReadableStream).text() : "";
+        throw new Error(`corosync did not offer its quorum service: ${said}`);
+      }
       await Bun.sleep(100);
     }
   });
