@@ -1,24 +1,32 @@
 #!/usr/bin/env bun
 /**
- * AF_UNIX socket benchmark: qbun vs Bun's own unix sockets vs C.
+ * AF_UNIX socket benchmark: qbun (on both reactor backends) vs Bun's own
+ * unix sockets vs C.
  *
  *   bun scripts/bench-unix.ts [--idle | --busy] [--rounds N] [--iters N]
  *                             [--iters-large N] [--fds N]
  *
- * Measures, in one process run, with all variants interleaved round by round
- * (the order rotates every round):
+ * Measures, in one run, with all variants interleaved round by round (the
+ * order rotates every round):
  *   1. stream round trip (64 B and 64 KiB) against a C echo peer, client =
  *      qbun UnixStream / Bun.connect({ unix }) / a C client;
  *   2. datagram round trip (64 B): qbun UnixDatagram vs the C client (Bun has
  *      no unix datagram API);
  *   3. fd passing throughput (SCM_RIGHTS, 1 and 8 fds per message) over
- *      seqpacket and stream sockets, received by qbun in this process
- *      (socketpair) and by a C receiver in another process.
+ *      seqpacket and stream sockets, qbun → qbun over a socketpair in one
+ *      process and qbun → a C receiver in another process.
  * plus diagnostic variants ("diag") that show where qbun's time goes: reads
- * without allocation, read() with its default 64 KiB buffer, JS + FFI with a
- * blocking recv (no event loop), and a prototype of readiness through
- * io_uring + an eventfd in Bun's own loop (scripts/peers/uring-poll.c; no
- * helper thread; skipped where io_uring is unavailable).
+ * without allocation, read() with its default 64 KiB buffer, a peek that
+ * splits round trips into "echo already there" and "had to wait", and JS +
+ * FFI with a blocking recv (no event loop).
+ *
+ * qbun's reactor backend is per process, chosen at first use. So this
+ * process only orchestrates: every JS client runs in one of two Bun child
+ * processes (scripts/bench-unix-child.ts, driven over stdin/stdout), A with
+ * qbun's default backend (io_uring where the kernel allows it) and B with
+ * QBUN_REACTOR=epoll (the helper-thread fallback). A also runs Bun's client
+ * and the diagnostics, B one Bun control row. Every qbun row names its
+ * backend. The C clients are processes of their own, as before.
  *
  * Conditions: "idle" (nothing else running: whether a wake-up lands on a
  * halted vCPU decides between ~5 and ~60 µs) and "busy" (a busy loop pinned
@@ -34,13 +42,10 @@
  * directory; every process, socket and file is removed at the end.
  */
 import { spawnSync, type Subprocess } from "bun";
-import { dlopen, type Pointer } from "bun:ffi";
-import { mkdtempSync, openSync, closeSync, readdirSync, readlinkSync, rmSync, existsSync } from "node:fs";
+import { mkdtempSync, readdirSync, readlinkSync, rmSync, existsSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
-import { UnixDatagram, UnixSeqpacket, UnixStream } from "../src/unix/index.ts";
-import { encodeAddress } from "../src/unix/address.ts";
-import { loadNative } from "../ffi/native.ts";
+import type { FdResult, FdRunner, FdSpec, Kind, LatencyRunner, LatencySpec } from "./bench-unix-child.ts";
 
 // ------------------------------------------------------------------ options
 
@@ -107,9 +112,9 @@ class Child {
   #waiters: Array<(line: string | null) => void> = [];
   #ended = false;
 
-  constructor(name: string, cmd: string[], stdin: "pipe" | "ignore") {
+  constructor(name: string, cmd: string[], stdin: "pipe" | "ignore", env?: Record<string, string | undefined>) {
     this.name = name;
-    this.proc = Bun.spawn(cmd, { stdin, stdout: "pipe", stderr: "inherit" });
+    this.proc = Bun.spawn(cmd, { stdin, stdout: "pipe", stderr: "inherit", env });
     children.add(this);
     void this.#pump();
   }
@@ -184,10 +189,100 @@ class Child {
       this.proc.kill("SIGKILL");
       await this.proc.exited;
     }
+    // Close our end of its stdin now rather than whenever the GC gets to it.
+    const stdin = this.proc.stdin;
+    if (stdin && typeof stdin !== "number") {
+      try {
+        await stdin.end();
+      } catch {
+        // already closed
+      }
+    }
   }
 }
 
 const children = new Set<Child>();
+
+/**
+ * A Bun child running scripts/bench-unix-child.ts with a forced reactor
+ * backend: qbun clients set up, run and torn down there on request.
+ */
+class QbunHost {
+  readonly child: Child;
+  readonly backend: string;
+  #nextId = 1;
+
+  private constructor(child: Child, backend: string) {
+    this.child = child;
+    this.backend = backend;
+  }
+
+  /** Start one ("default": QBUN_REACTOR unset); a string (the reason) if it cannot start. */
+  static async start(backend: "default" | "epoll" | "io_uring"): Promise<QbunHost | string> {
+    const env: Record<string, string | undefined> = { ...process.env };
+    delete env.QBUN_REACTOR;
+    if (backend !== "default") env.QBUN_REACTOR = backend;
+    const child = new Child(`JS child (${backend})`, [process.execPath, join(import.meta.dir, "bench-unix-child.ts")], "pipe", env);
+    const line = await child.nextLine();
+    if (!line.startsWith("READY ")) {
+      await child.stop();
+      return line.startsWith("ERROR ") ? line.slice(6) : `unexpected "${line.slice(0, 80)}"`;
+    }
+    const got = line.slice(6);
+    if (backend !== "default" && got !== backend) {
+      await child.stop();
+      return `asked for ${backend}, got ${got}`;
+    }
+    return new QbunHost(child, got);
+  }
+
+  newId(): number {
+    return this.#nextId++;
+  }
+
+  async request<T = Record<string, unknown>>(cmd: Record<string, unknown>): Promise<T> {
+    this.child.send(JSON.stringify(cmd) + "\n");
+    const reply = JSON.parse(await this.child.nextLine()) as { ok: boolean; error?: string };
+    if (!reply.ok) throw new Error(`${this.child.name}: ${reply.error}`);
+    return reply as T;
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.alive) this.child.send(`{"op":"quit"}\n`);
+    await Promise.race([this.child.proc.exited, Bun.sleep(2000)]);
+    await this.child.stop();
+  }
+}
+
+/** A runner for `spec` in the child `host` (the code is in scripts/bench-unix-child.ts). */
+function remoteLatency(host: QbunHost, spec: LatencySpec): LatencyRunner {
+  const id = host.newId();
+  return {
+    async setup() {
+      await host.request({ op: "setup", id, spec });
+    },
+    async run(n) {
+      const r = await host.request<{ t: number[]; waited?: string }>({ op: "run", id, n });
+      return { t: Float64Array.from(r.t), waited: r.waited === undefined ? undefined : Uint8Array.from(r.waited, Number) };
+    },
+    async teardown() {
+      if (host.child.alive) await host.request({ op: "teardown", id });
+    },
+  };
+}
+
+function remoteFd(host: QbunHost, spec: FdSpec): FdRunner {
+  const id = host.newId();
+  return {
+    async setup() {
+      await host.request({ op: "setup", id, spec });
+    },
+    run: (n) => host.request<FdResult>({ op: "run", id, n }),
+    async teardown() {
+      if (host.child.alive) await host.request({ op: "teardown", id });
+    },
+  };
+}
 
 // -------------------------------------------------------------- statistics
 
@@ -204,419 +299,53 @@ function median(values: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-const us = (ns: number) => (ns / 1000).toFixed(ns < 10_000 ? 2 : 1);
-const ratio = (a: number, b: number) => (a / b).toFixed(2) + "×";
+const us = (ns: number) => (Number.isNaN(ns) ? "—" : (ns / 1000).toFixed(ns < 10_000 ? 2 : 1));
+const ratio = (a: number, b: number) => (Number.isNaN(a / b) ? "—" : (a / b).toFixed(2) + "×");
 
 // ----------------------------------------------------------- latency variants
 
-interface LatencyVariant {
-  /** Row label. */
+type Group = "stream-64" | "stream-64k" | "dgram-64";
+
+interface LatencyVariant extends LatencyRunner {
+  /** Lookup key for the ratio rows. */
+  readonly key: string;
+  /** Row label (client). */
   readonly label: string;
-  /** Group: which comparison it belongs to. */
-  readonly group: "stream-64" | "stream-64k" | "dgram-64";
+  /** Name in the ratio table. */
+  readonly short: string;
+  /** qbun: its reactor backend and where it runs; others "—". */
+  readonly reactor: string;
+  readonly group: Group;
   readonly diagnostic?: boolean;
   readonly iters: number;
-  setup(): Promise<void>;
-  /** Run n round trips, return their times in ns. */
-  run(n: number): Promise<Float64Array>;
-  /**
-   * Variants that can tell set this after each run: 1 where the round trip
-   * had to wait for readiness (the echo was not there yet), 0 where it was.
-   */
-  readonly waited?: Uint8Array;
-  teardown(): Promise<void>;
-}
-
-function pattern(size: number): Uint8Array {
-  const b = new Uint8Array(size);
-  for (let i = 0; i < size; i++) b[i] = (i * 7 + 1) & 255;
-  return b;
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
-}
-
-function echoMismatch(label: string): never {
-  throw new Error(`${label}: echo does not match what was sent`);
-}
-
-/** (a) qbun UnixStream: write() then readExactly() — the documented way. */
-function qbunStream(label: string, group: LatencyVariant["group"], address: string, size: number, iters: number): LatencyVariant {
-  let conn: UnixStream | undefined;
-  const msg = pattern(size);
-  return {
-    label, group, iters,
-    async setup() {
-      conn = await UnixStream.connect(address);
-    },
-    async run(n) {
-      const c = conn!;
-      const t = new Float64Array(n);
-      for (let i = 0; i < n; i++) {
-        msg[0] = i & 255;
-        const t0 = Bun.nanoseconds();
-        await c.write(msg);
-        const echo = await c.readExactly(size);
-        t[i] = Bun.nanoseconds() - t0;
-        if (!sameBytes(echo, msg)) echoMismatch(label);
-      }
-      return t;
-    },
-    async teardown() {
-      conn?.close();
-    },
-  };
-}
-
-/** Diagnostic: qbun UnixStream with readInto() into one preallocated buffer (no per-iteration allocation). */
-function qbunStreamInto(label: string, address: string, size: number, iters: number): LatencyVariant {
-  let conn: UnixStream | undefined;
-  const msg = pattern(size);
-  const buf = new Uint8Array(size);
-  return {
-    label, group: "stream-64", diagnostic: true, iters,
-    async setup() {
-      conn = await UnixStream.connect(address);
-    },
-    async run(n) {
-      const c = conn!;
-      const t = new Float64Array(n);
-      for (let i = 0; i < n; i++) {
-        msg[0] = i & 255;
-        const t0 = Bun.nanoseconds();
-        await c.write(msg);
-        let got = await c.readInto(buf);
-        while (got < size) {
-          const r = await c.readInto(buf.subarray(got));
-          if (r === 0) throw new Error(`${label}: stream ended`);
-          got += r;
-        }
-        t[i] = Bun.nanoseconds() - t0;
-        if (!sameBytes(buf, msg)) echoMismatch(label);
-      }
-      return t;
-    },
-    async teardown() {
-      conn?.close();
-    },
-  };
 }
 
 /**
- * Diagnostic: qbun UnixStream as in (a), plus one non-blocking MSG_PEEK right
- * after write() that tells whether the echo is already there (then
- * readExactly() returns without waiting) or not (then it waits through the
- * reactor). Splits qbun's time into its two paths; the peek itself costs one
- * syscall per round trip.
+ * A JS client in the child `host`. qbun rows show the host's reactor backend;
+ * others show "—" (with the host in parentheses where there is more than one).
  */
-function qbunStreamSplit(label: string, address: string, size: number, iters: number): LatencyVariant {
-  let conn: UnixStream | undefined;
-  const native = loadNative();
-  const msg = pattern(size);
-  const probe = new Uint8Array(1);
-  let waited = new Uint8Array(0);
-  return {
-    label, group: "stream-64", diagnostic: true, iters,
-    get waited() {
-      return waited;
-    },
-    async setup() {
-      conn = await UnixStream.connect(address);
-    },
-    async run(n) {
-      const c = conn!;
-      const t = new Float64Array(n);
-      waited = new Uint8Array(n);
-      for (let i = 0; i < n; i++) {
-        msg[0] = i & 255;
-        const t0 = Bun.nanoseconds();
-        await c.write(msg);
-        waited[i] = native.qbn_recv(c.fd, probe, 1, 0x02 /* MSG_PEEK */ | 0x40 /* MSG_DONTWAIT */) === 1 ? 0 : 1;
-        const echo = await c.readExactly(size);
-        t[i] = Bun.nanoseconds() - t0;
-        if (!sameBytes(echo, msg)) echoMismatch(label);
-      }
-      return t;
-    },
-    async teardown() {
-      conn?.close();
-    },
-  };
+function js(
+  key: string,
+  label: string,
+  group: Group,
+  host: QbunHost,
+  spec: LatencySpec,
+  iters: number,
+  o: { diagnostic?: boolean; short?: string; reactor?: string } = {},
+): LatencyVariant {
+  const runner = remoteLatency(host, spec);
+  const reactor = o.reactor ?? host.backend;
+  const short = o.short ?? (o.diagnostic ? `${label} (${reactor})` : `qbun (${reactor})`);
+  return { key, label, short, group, iters, diagnostic: o.diagnostic, reactor, ...pick(runner) };
 }
 
-/** Diagnostic: qbun UnixStream with read() and its default maxBytes (65536). */
-function qbunStreamRead(label: string, address: string, size: number, iters: number): LatencyVariant {
-  let conn: UnixStream | undefined;
-  const msg = pattern(size);
-  const buf = new Uint8Array(size);
-  return {
-    label, group: "stream-64", diagnostic: true, iters,
-    async setup() {
-      conn = await UnixStream.connect(address);
-    },
-    async run(n) {
-      const c = conn!;
-      const t = new Float64Array(n);
-      for (let i = 0; i < n; i++) {
-        msg[0] = i & 255;
-        const t0 = Bun.nanoseconds();
-        await c.write(msg);
-        let got = 0;
-        while (got < size) {
-          const chunk = await c.read();
-          if (chunk === null) throw new Error(`${label}: stream ended`);
-          buf.set(chunk, got);
-          got += chunk.byteLength;
-        }
-        t[i] = Bun.nanoseconds() - t0;
-        if (!sameBytes(buf, msg)) echoMismatch(label);
-      }
-      return t;
-    },
-    async teardown() {
-      conn?.close();
-    },
-  };
-}
+const pick = <R extends { setup: unknown; run: unknown; teardown: unknown }>(r: R) => ({ setup: r.setup, run: r.run, teardown: r.teardown }) as Pick<R, "setup" | "run" | "teardown">;
 
-/**
- * Diagnostic: the qbun helper's send/recv called straight from JS on a
- * *blocking* socket: JS + FFI + syscalls, no event loop, no reactor. The JS
- * thread sleeps in recv() exactly like the C client does.
- */
-function ffiBlocking(label: string, address: string, size: number, iters: number): LatencyVariant {
-  const native = loadNative();
-  let fd = -1;
-  const msg = pattern(size);
-  const buf = new Uint8Array(size);
-  return {
-    label, group: "stream-64", diagnostic: true, iters,
-    async setup() {
-      const enc = encodeAddress(address);
-      fd = native.qbn_socket(1);
-      if (fd < 0) throw new Error(`socket: ${fd}`);
-      const rc = native.qbn_connect(fd, enc.bytes, enc.length);
-      if (rc < 0) throw new Error(`connect: ${rc}`);
-      native.qbn_set_nonblocking(fd, 0);
-    },
-    async run(n) {
-      const t = new Float64Array(n);
-      for (let i = 0; i < n; i++) {
-        msg[0] = i & 255;
-        const t0 = Bun.nanoseconds();
-        if (native.qbn_send(fd, msg, size, 0) !== size) throw new Error(`${label}: short send`);
-        let got = 0;
-        while (got < size) {
-          const r = native.qbn_recv(fd, got === 0 ? buf : buf.subarray(got), size - got, 0);
-          if (r <= 0) throw new Error(`${label}: recv ${r}`);
-          got += r;
-        }
-        t[i] = Bun.nanoseconds() - t0;
-        if (!sameBytes(buf, msg)) echoMismatch(label);
-      }
-      return t;
-    },
-    async teardown() {
-      if (fd >= 0) native.qbn_close(fd);
-      fd = -1;
-    },
-  };
-}
-
-const uringSymbols = {
-  up_eventfd: { args: [], returns: "int" },
-  up_create: { args: ["int", "int", "ptr"], returns: "ptr" },
-  up_poll: { args: ["ptr", "int", "int", "int"], returns: "int" },
-  up_reap: { args: ["ptr", "ptr", "int"], returns: "int" },
-  up_destroy: { args: ["ptr"], returns: "void" },
-} as const;
-
-/** Whether io_uring can be set up here (it is often disabled by sysctl or seccomp). */
-function uringAvailable(): string | undefined {
-  if (!existsSync(bin("uring-poll.so"))) return "scripts/peers/uring-poll.c did not compile";
-  const lib = dlopen(bin("uring-poll.so"), uringSymbols);
-  try {
-    const efd = lib.symbols.up_eventfd();
-    if (efd < 0) return `eventfd failed (${efd})`;
-    const err = new Int32Array(1);
-    const ring = lib.symbols.up_create(efd, 8, err);
-    closeSync(efd);
-    if (!ring) return `io_uring_setup failed (errno ${-err[0]!})`;
-    lib.symbols.up_destroy(ring);
-    return undefined;
-  } finally {
-    lib.close();
-  }
-}
-
-/**
- * Diagnostic prototype (scripts/peers/uring-poll.c), not qbun: wait with a
- * one-shot io_uring poll whose completion signals an eventfd that Bun's own
- * event loop watches — no helper thread between the peer and the JS thread.
- * Send/recv are qbun's helper calls on a non-blocking socket, as in qbun.
- */
-function uringPoll(label: string, address: string, size: number, iters: number): LatencyVariant {
-  const native = loadNative();
-  const msg = pattern(size);
-  const buf = new Uint8Array(size);
-  let lib: ReturnType<typeof dlopen<typeof uringSymbols>> | undefined;
-  let ring: Pointer | null = null;
-  let efd = -1;
-  let fd = -1;
-  let reader: { read(): Promise<{ done: boolean }>; cancel(): Promise<void> } | undefined;
-  const waiters = new Map<number, (result: number) => void>();
-  const completions = new Int32Array(128);
-  let nextToken = 1;
-  let waited = new Uint8Array(0);
-  const drain = () => {
-    let n: number;
-    do {
-      n = lib!.symbols.up_reap(ring, completions, 64);
-      for (let i = 0; i < n; i++) {
-        const token = completions[2 * i]!;
-        const settle = waiters.get(token);
-        waiters.delete(token);
-        settle?.(completions[2 * i + 1]!);
-      }
-    } while (n === 64);
-  };
-  return {
-    label, group: "stream-64", diagnostic: true, iters,
-    get waited() {
-      return waited;
-    },
-    async setup() {
-      lib = dlopen(bin("uring-poll.so"), uringSymbols);
-      efd = lib.symbols.up_eventfd();
-      const err = new Int32Array(1);
-      ring = lib.symbols.up_create(efd, 64, err) as Pointer | null;
-      if (!ring) throw new Error(`${label}: io_uring_setup: ${err[0]}`);
-      reader = Bun.file(efd).stream().getReader();
-      void (async () => {
-        for (;;) {
-          const { done } = await reader!.read();
-          if (done) return;
-          drain();
-        }
-      })().catch(() => {});
-      const enc = encodeAddress(address);
-      fd = native.qbn_socket(1);
-      if (fd < 0 || native.qbn_connect(fd, enc.bytes, enc.length) < 0) throw new Error(`${label}: connect failed`);
-    },
-    async run(n) {
-      const t = new Float64Array(n);
-      waited = new Uint8Array(n);
-      for (let i = 0; i < n; i++) {
-        msg[0] = i & 255;
-        const t0 = Bun.nanoseconds();
-        if (native.qbn_send(fd, msg, size, 0) !== size) throw new Error(`${label}: short send`);
-        let got = 0;
-        while (got < size) {
-          const r = native.qbn_recv(fd, got === 0 ? buf : buf.subarray(got), size - got, 0);
-          if (r > 0) {
-            got += r;
-            continue;
-          }
-          if (r !== -11) throw new Error(`${label}: recv ${r}`);
-          waited[i] = 1;
-          const token = nextToken++;
-          const ready = new Promise<number>((resolve) => waiters.set(token, resolve));
-          const rc = lib!.symbols.up_poll(ring, fd, 1 /* POLLIN */, token);
-          if (rc < 0) throw new Error(`${label}: io_uring_enter ${rc}`);
-          await ready;
-        }
-        t[i] = Bun.nanoseconds() - t0;
-        if (!sameBytes(buf, msg)) echoMismatch(label);
-      }
-      return t;
-    },
-    async teardown() {
-      if (fd >= 0) native.qbn_close(fd); // a pending poll completes with POLLNVAL/ECANCELED
-      fd = -1;
-      await reader?.cancel().catch(() => {});
-      if (ring) lib!.symbols.up_destroy(ring);
-      ring = null;
-      if (efd >= 0) {
-        try {
-          closeSync(efd);
-        } catch {
-          // already closed by Bun's stream
-        }
-      }
-      efd = -1;
-      lib?.close();
-    },
-  };
-}
-
-/** (b) Bun.connect({ unix }): write, collect in the data callback until the whole echo is in. */
-function bunStream(label: string, group: LatencyVariant["group"], path: string, size: number, iters: number): LatencyVariant {
-  const msg = pattern(size);
-  const buf = new Uint8Array(size);
-  let got = 0;
-  let done: (() => void) | undefined;
-  let failed: ((e: Error) => void) | undefined;
-  let pending: Uint8Array | undefined; // unwritten rest of msg, sent on drain
-  let sock: Awaited<ReturnType<typeof Bun.connect>> | undefined;
-  const writeSome = (s: NonNullable<typeof sock>, data: Uint8Array) => {
-    const w = s.write(data);
-    if (w < 0) failed?.(new Error(`${label}: write failed`));
-    pending = w >= 0 && w < data.byteLength ? data.subarray(w) : undefined;
-  };
-  return {
-    label, group, iters,
-    async setup() {
-      sock = await Bun.connect({
-        unix: path,
-        socket: {
-          data(_s, data) {
-            buf.set(data, got);
-            got += data.byteLength;
-            if (got >= size) done?.();
-          },
-          drain(s) {
-            if (pending) writeSome(s, pending);
-          },
-          close() {
-            failed?.(new Error(`${label}: connection closed`));
-          },
-          error(_s, e) {
-            failed?.(e);
-          },
-        },
-      });
-    },
-    async run(n) {
-      const s = sock!;
-      const t = new Float64Array(n);
-      for (let i = 0; i < n; i++) {
-        msg[0] = i & 255;
-        const t0 = Bun.nanoseconds();
-        got = 0;
-        const { promise, resolve, reject } = Promise.withResolvers<void>();
-        done = resolve;
-        failed = reject;
-        writeSome(s, msg);
-        await promise;
-        t[i] = Bun.nanoseconds() - t0;
-        if (got !== size || !sameBytes(buf, msg)) echoMismatch(label);
-      }
-      done = failed = undefined;
-      return t;
-    },
-    async teardown() {
-      failed = undefined;
-      sock?.end();
-    },
-  };
-}
-
-/** (c) the gcc-built ping-client, driven over stdin/stdout, timing itself. */
-function cClient(label: string, group: LatencyVariant["group"], args: string[], iters: number): LatencyVariant {
+/** The gcc-built ping-client, driven over stdin/stdout, timing itself. */
+function cClient(key: string, label: string, group: Group, args: string[], iters: number): LatencyVariant {
   let child: Child | undefined;
   return {
-    label, group, iters,
+    key, label, short: "C", reactor: "—", group, iters,
     async setup() {
       child = new Child(label, [bin("ping-client"), ...args], "pipe");
       await child.expect("READY");
@@ -626,7 +355,7 @@ function cClient(label: string, group: LatencyVariant["group"], args: string[], 
       const line = await child!.expect("T ");
       const parts = line.slice(2).split(" ");
       if (parts.length !== n) throw new Error(`${label}: ${parts.length} timings for ${n} iterations`);
-      return Float64Array.from(parts, Number);
+      return { t: Float64Array.from(parts, Number) };
     },
     async teardown() {
       if (child?.alive) child.send("q\n");
@@ -635,52 +364,66 @@ function cClient(label: string, group: LatencyVariant["group"], args: string[], 
   };
 }
 
-/** qbun UnixDatagram: bound client, sendTo() the echo peer, receive(). */
-function qbunDgram(label: string, peer: string, self: string, size: number, iters: number): LatencyVariant {
-  let sock: UnixDatagram | undefined;
-  const msg = pattern(size);
-  return {
-    label, group: "dgram-64", iters,
-    async setup() {
-      sock = UnixDatagram.bound(self);
-    },
-    async run(n) {
-      const s = sock!;
-      const t = new Float64Array(n);
-      for (let i = 0; i < n; i++) {
-        msg[0] = i & 255;
-        const t0 = Bun.nanoseconds();
-        await s.sendTo(peer, msg);
-        const m = await s.receive();
-        t[i] = Bun.nanoseconds() - t0;
-        if (!sameBytes(m.data, msg)) echoMismatch(label);
-      }
-      return t;
-    },
-    async teardown() {
-      sock?.close();
-    },
-  };
-}
-
 // ------------------------------------------------------------- fd variants
-
-interface FdResult {
-  fdsPerSec: number;
-  fds: number;
-  leaked: number; // open-fd delta in this process (or the C receiver)
-}
 
 interface FdVariant {
   readonly label: string;
   readonly receiver: string;
+  readonly reactor: string;
   readonly diagnostic?: boolean;
   setup(): Promise<void>;
+  /** leaked: open-fd growth of the qbun process, plus the C receiver's. */
   run(total: number): Promise<FdResult>;
   teardown(): Promise<void>;
 }
 
-const countOpenFds = () => readdirSync("/proc/self/fd").length;
+const fdLabel = (kind: Kind, batch: number) => `${kind}, ${batch} fd${batch > 1 ? "s" : ""}/msg`;
+
+/** qbun → qbun over a socketpair, both ends in the child `host`. */
+function fdPair(host: QbunHost, kind: Kind, batch: number, maxBytes: number | undefined): FdVariant {
+  const runner = remoteFd(host, { kind: "fd-pair", socket: kind, batch, maxBytes });
+  return {
+    label: fdLabel(kind, batch) + (maxBytes === undefined ? ", receive with default maxBytes (65536)" : ""),
+    receiver: "qbun, same process (socketpair)",
+    reactor: host.backend,
+    diagnostic: maxBytes === undefined,
+    ...pick(runner),
+  };
+}
+
+/** qbun in the child `host` → a C fd-sink process of its own (connects once per round). */
+function fdToC(host: QbunHost, kind: Kind, batch: number, address: string): FdVariant {
+  const runner = remoteFd(host, { kind: "fd-to-c", socket: kind, batch, address });
+  let sink: Child | undefined;
+  let sinkOpenBefore = -1; // the sink's open-fd count after the previous round
+  const label = fdLabel(kind, batch);
+  return {
+    label,
+    receiver: "C fd-sink, other process",
+    reactor: host.backend,
+    async setup() {
+      sink = new Child(`fd-sink ${kind}`, [bin("fd-sink"), kind, address], "ignore");
+      await sink.expect("READY");
+      await runner.setup();
+    },
+    async run(total) {
+      const out = await runner.run(total);
+      const line = await sink!.expect("DONE ");
+      const msgs = Math.ceil(total / batch);
+      const [m, got, closeFailures, ctrunc, open] = line.slice(5).split(" ").map(Number) as number[];
+      if (m !== msgs || got !== msgs * batch || got !== out.fds || closeFailures !== 0 || ctrunc !== 0) {
+        throw new Error(`${label} → C: sink reported "${line}" for ${msgs} messages × ${batch} fds`);
+      }
+      const sinkGrowth = sinkOpenBefore < 0 ? 0 : open! - sinkOpenBefore;
+      sinkOpenBefore = open!;
+      return { ...out, leaked: out.leaked + sinkGrowth };
+    },
+    async teardown() {
+      await runner.teardown().catch(() => {});
+      await sink?.stop();
+    },
+  };
+}
 
 /** fd number → what it refers to ("socket:[123]", "pipe:[…]", "anon_inode:[eventpoll]"…). */
 function openFdTable(): Map<string, string> {
@@ -693,95 +436,6 @@ function openFdTable(): Map<string, string> {
     }
   }
   return table;
-}
-
-type Kind = "seqpacket" | "stream";
-
-async function sendWithFds(sock: UnixSeqpacket | UnixStream, payload: Uint8Array, fds: number[]): Promise<void> {
-  if (sock instanceof UnixSeqpacket) await sock.send(payload, { fds });
-  else await sock.sendMessage(payload, { fds });
-}
-
-/** qbun → qbun in this process over a socketpair; the receiver closes every fd. */
-function fdPair(kind: Kind, batch: number, devnull: () => number, maxBytes: number | undefined): FdVariant {
-  const label = `${kind}, ${batch} fd${batch > 1 ? "s" : ""}/msg${maxBytes === undefined ? ", receive with default maxBytes (65536)" : ""}`;
-  return {
-    label,
-    receiver: "qbun, same process (socketpair)",
-    diagnostic: maxBytes === undefined,
-    async setup() {},
-    async run(total) {
-      const msgs = Math.ceil(total / batch);
-      const before = countOpenFds();
-      const [a, b] = kind === "seqpacket" ? UnixSeqpacket.pair() : UnixStream.pair();
-      const fds = new Array<number>(batch).fill(devnull());
-      const payload = new Uint8Array(16);
-      const options = maxBytes === undefined ? {} : { maxBytes };
-      let received = 0;
-      const t0 = Bun.nanoseconds();
-      const sender = (async () => {
-        for (let i = 0; i < msgs; i++) {
-          payload[0] = i & 255;
-          await sendWithFds(a, payload, fds);
-        }
-      })();
-      const receiver = (async () => {
-        while (received < msgs * batch) {
-          const m = b instanceof UnixSeqpacket ? await b.receive(options) : await (b as UnixStream).receiveMessage(options);
-          if (m === null) throw new Error(`${label}: unexpected end of stream`);
-          if (m.controlTruncated) throw new Error(`${label}: control data truncated`);
-          for (const fd of m.fds) fd.close();
-          received += m.fds.length;
-        }
-      })();
-      await Promise.all([sender, receiver]);
-      const dt = Bun.nanoseconds() - t0;
-      a.close();
-      b.close();
-      return { fdsPerSec: (received / dt) * 1e9, fds: received, leaked: countOpenFds() - before };
-    },
-    async teardown() {},
-  };
-}
-
-/** qbun → the C fd-sink process (connects once per round, closes to end it). */
-function fdToC(kind: Kind, batch: number, devnull: () => number, address: string): FdVariant {
-  let sink: Child | undefined;
-  let sinkOpenBefore = -1; // the sink's open-fd count after the previous round
-  const label = `${kind}, ${batch} fd${batch > 1 ? "s" : ""}/msg`;
-  return {
-    label,
-    receiver: "C fd-sink, other process",
-    async setup() {
-      sink = new Child(`fd-sink ${kind}`, [bin("fd-sink"), kind, address], "ignore");
-      await sink.expect("READY");
-    },
-    async run(total) {
-      const msgs = Math.ceil(total / batch);
-      const before = countOpenFds();
-      const conn = kind === "seqpacket" ? await UnixSeqpacket.connect(address) : await UnixStream.connect(address);
-      const fds = new Array<number>(batch).fill(devnull());
-      const payload = new Uint8Array(16);
-      const t0 = Bun.nanoseconds();
-      for (let i = 0; i < msgs; i++) {
-        payload[0] = i & 255;
-        await sendWithFds(conn, payload, fds);
-      }
-      conn.close(); // the sink drains what is queued, then sees end of stream
-      const line = await sink!.expect("DONE ");
-      const dt = Bun.nanoseconds() - t0;
-      const [m, got, closeFailures, ctrunc, open] = line.slice(5).split(" ").map(Number) as number[];
-      if (m !== msgs || got !== msgs * batch || closeFailures !== 0 || ctrunc !== 0) {
-        throw new Error(`${label} → C: sink reported "${line}" for ${msgs} messages × ${batch} fds`);
-      }
-      const sinkGrowth = sinkOpenBefore < 0 ? 0 : open! - sinkOpenBefore;
-      sinkOpenBefore = open!;
-      return { fdsPerSec: (got! / dt) * 1e9, fds: got!, leaked: countOpenFds() - before + sinkGrowth };
-    },
-    async teardown() {
-      await sink?.stop();
-    },
-  };
 }
 
 // ----------------------------------------------------------------- running
@@ -819,9 +473,6 @@ function compilePeers(): void {
     const r = spawnSync(["gcc", "-O2", "-Wall", "-pthread", "-o", bin(name), join(peers, `${name}.c`)], { stderr: "pipe" });
     if (!r.success) throw new Error(`gcc failed for ${name}.c:\n${r.stderr.toString()}`);
   }
-  // Optional diagnostic: without it, its row is left out.
-  const r = spawnSync(["gcc", "-O2", "-Wall", "-shared", "-fPIC", "-o", bin("uring-poll.so"), join(peers, "uring-poll.c")], { stderr: "pipe" });
-  if (!r.success) process.stderr.write(`note: uring-poll.c did not compile; its diagnostic row is skipped\n${r.stderr.toString()}`);
 }
 
 function rotate<T>(items: T[], by: number): T[] {
@@ -860,8 +511,8 @@ async function runCondition(condition: Condition, opts: Options, lat: LatencyVar
     const fd: FdRoundResult[] = fdv.map((variant) => ({ variant, rates: [], fds: 0, leaked: 0 }));
     for (let r = 0; r < opts.rounds; r++) {
       for (const res of rotate(latency, r)) {
-        const t = await res.variant.run(res.variant.iters);
-        const waited = res.variant.waited;
+        const { t, waited } = await res.variant.run(res.variant.iters);
+        if (t.length !== res.variant.iters) throw new Error(`${res.variant.label}: ${t.length} timings`);
         if (waited) for (let i = 0; i < t.length; i++) (waited[i] ? res.viaWait : res.direct).push(t[i]!);
         t.sort();
         res.p50.push(pct(t, 0.5));
@@ -892,66 +543,84 @@ const slowRounds = (p50: number[]) => p50.filter((x) => x > SLOW_FACTOR * Math.m
 
 function report(res: ConditionResult, opts: Options): string {
   const out: string[] = [];
-  const get = (label: string) => {
-    const found = res.latency.find((l) => l.variant.label === label);
-    if (!found) throw new Error(`no latency variant "${label}"`);
+  const find = (key: string) => res.latency.find((l) => l.variant.key === key);
+  const get = (key: string) => {
+    const found = find(key);
+    if (!found) throw new Error(`no latency variant "${key}"`);
     return found;
   };
   out.push(`### Condition: ${res.condition} — ${res.busyNote}`, "");
   out.push(
     `Round-trip latency in µs. p50 / p99: median over ${opts.rounds} rounds of each round's p50 / p99 ` +
       `(${opts.iters} round trips per round at 64 B, ${opts.itersLarge} at 64 KiB). ` +
-      `best: the lowest per-round p50. slow: rounds whose p50 is over ${SLOW_FACTOR}× the best.`,
+      `best: the lowest per-round p50. slow: rounds whose p50 is over ${SLOW_FACTOR}× the best. ` +
+      `reactor: the qbun reactor backend of the child process the client ran in ("—": not a qbun client).`,
     "",
-    "| test | client | p50 | p99 | best | slow |",
-    "|---|---|---:|---:|---:|---:|",
+    "| test | client | reactor | p50 | p99 | best | slow |",
+    "|---|---|---|---:|---:|---:|---:|",
   );
   const groupName = { "stream-64": "stream 64 B", "stream-64k": "stream 64 KiB", "dgram-64": "datagram 64 B" };
   for (const l of res.latency) {
     out.push(
-      `| ${groupName[l.variant.group]} | ${l.variant.diagnostic ? "*diag:* " : ""}${l.variant.label} | ` +
+      `| ${groupName[l.variant.group]} | ${l.variant.diagnostic ? "*diag:* " : ""}${l.variant.label} | ${l.variant.reactor} | ` +
         `${us(median(l.p50))} | ${us(median(l.p99))} | ${us(Math.min(...l.p50))} | ${slowRounds(l.p50)}/${l.p50.length} |`,
     );
   }
-  out.push(`| datagram 64 B | Bun | — | — | — | — |`, "", "(Bun has no AF_UNIX datagram API: no Bun row for datagrams.)", "");
+  out.push(`| datagram 64 B | Bun | — | — | — | — | — |`, "", "(Bun has no AF_UNIX datagram API: no Bun row for datagrams.)", "");
 
-  const ratioRow = (name: string, a: LatencyResult, b: LatencyResult, target?: number) => {
-    const r50 = median(a.p50) / median(b.p50);
+  const ratioRow = (a: string, b: string, target?: number) => {
+    const A = find(a), B = find(b);
+    if (!A || !B) return undefined;
+    const r50 = median(A.p50) / median(B.p50);
     const verdict = target === undefined ? "" : r50 <= target ? ` ✅ (target ≤ ${target}×)` : ` ❌ (target ≤ ${target}×)`;
     return (
-      `| ${name} | ${ratio(median(a.p50), median(b.p50))}${verdict} | ${ratio(Math.min(...a.p50), Math.min(...b.p50))} | ` +
-      `${ratio(median(a.p99), median(b.p99))} |`
+      `| ${groupName[A.variant.group]}: ${A.variant.diagnostic ? "*diag:* " : ""}${A.variant.short} / ${B.variant.short} | ` +
+      `${ratio(median(A.p50), median(B.p50))}${verdict} | ${ratio(Math.min(...A.p50), Math.min(...B.p50))} | ` +
+      `${ratio(median(A.p99), median(B.p99))} |`
     );
   };
   out.push("| ratio | p50 | best | p99 |", "|---|---:|---:|---:|");
-  out.push(ratioRow("stream 64 B: qbun / Bun", get("qbun UnixStream"), get("Bun.connect({unix})"), 1.25));
-  out.push(ratioRow("stream 64 B: qbun / C", get("qbun UnixStream"), get("C client")));
-  out.push(ratioRow("stream 64 B: Bun / C", get("Bun.connect({unix})"), get("C client")));
-  out.push(ratioRow("stream 64 KiB: qbun / Bun", get("qbun UnixStream (64 KiB)"), get("Bun.connect({unix}) (64 KiB)")));
-  out.push(ratioRow("stream 64 KiB: qbun / C", get("qbun UnixStream (64 KiB)"), get("C client (64 KiB)")));
-  out.push(ratioRow("datagram 64 B: qbun / C", get("qbun UnixDatagram"), get("C client (datagram)")));
-  for (const l of res.latency) {
-    if (l.variant.diagnostic && l.variant.group === "stream-64") out.push(ratioRow(`*diag:* ${l.variant.label} / Bun`, l, get("Bun.connect({unix})")));
+  const rows: Array<[string, string, number?]> = [
+    ["qbun-64", "bun-64", 1.25],
+    ["qbun-64-epoll", "bun-64", 1.25],
+    ["qbun-64", "c-64"],
+    ["qbun-64-epoll", "c-64"],
+    ["bun-64", "c-64"],
+    ["qbun-64-epoll", "qbun-64"],
+    ["bun-64-b", "bun-64"],
+    ["qbun-64k", "bun-64k"],
+    ["qbun-64k-epoll", "bun-64k"],
+    ["qbun-64k", "c-64k"],
+    ["qbun-64k-epoll", "c-64k"],
+    ["dgram", "c-dgram"],
+    ["dgram-epoll", "c-dgram"],
+    ...res.latency
+      .filter((l) => l.variant.diagnostic && l.variant.key !== "bun-64-b")
+      .map((l) => [l.variant.key, l.variant.group === "stream-64k" ? "bun-64k" : "bun-64"] as [string, string]),
+  ];
+  for (const [a, b, target] of rows) {
+    const row = ratioRow(a, b, target);
+    if (row) out.push(row);
   }
   out.push("");
 
-  const split = res.latency.filter((l) => l.variant.waited);
+  const split = res.latency.filter((l) => l.direct.length + l.viaWait.length > 0);
   if (split.length > 0) {
-    const bun = get("Bun.connect({unix})");
-    const allBun = median(bun.p50);
+    const allBun = median(get("bun-64").p50);
     out.push(
       `Two paths, stream 64 B, all rounds pooled: a round trip either finds the echo already there when it looks ` +
-        `(no wait) or has to wait for readiness. Bun always goes through its event loop (p50 ${us(allBun)} µs, median of rounds).`,
+        `(no wait) or has to wait for readiness through the reactor. Bun always goes through its event loop ` +
+        `(p50 ${us(allBun)} µs, median of rounds).`,
       "",
-      "| client | waited | p50 no wait | p50 waited | p90 waited | waited p50 / Bun p50 |",
-      "|---|---:|---:|---:|---:|---:|",
+      "| client | reactor | waited | p50 no wait | p50 waited | p90 waited | waited p50 / Bun p50 |",
+      "|---|---|---:|---:|---:|---:|---:|",
     );
     for (const l of split) {
       const direct = Float64Array.from(l.direct).sort();
       const viaWait = Float64Array.from(l.viaWait).sort();
       const total = direct.length + viaWait.length;
       out.push(
-        `| ${l.variant.label} | ${((100 * viaWait.length) / total).toFixed(0)}% | ${us(pct(direct, 0.5))} | ` +
+        `| ${l.variant.label} | ${l.variant.reactor} | ${((100 * viaWait.length) / total).toFixed(0)}% | ${us(pct(direct, 0.5))} | ` +
           `${us(pct(viaWait, 0.5))} | ${us(pct(viaWait, 0.9))} | ${ratio(pct(viaWait, 0.5), allBun)} |`,
       );
     }
@@ -960,25 +629,27 @@ function report(res: ConditionResult, opts: Options): string {
 
   out.push(
     `fd passing (SCM_RIGHTS), sender: qbun, 16-byte messages (qbun receivers use maxBytes: 16 unless noted). ` +
-      `${opts.fds} fds per variant per round, every received fd closed; ` +
-      `fds/s: median over rounds (min–max). Target ≥ 100,000 fds/s. "fds leaked": growth of the open-fd count ` +
-      `(this process, plus the C receiver's own count) summed over all rounds.`,
+      `${opts.fds} fds per variant per round, every received fd closed; to the C receiver, the time runs until ` +
+      `the receiver acknowledges that it has read and closed everything. fds/s: median over rounds (min–max). ` +
+      `Target ≥ 100,000 fds/s. "fds leaked": growth of the open-fd count (the qbun process, plus the C ` +
+      `receiver's own count) summed over all rounds.`,
     "",
-    "| socket, batch | receiver | fds/s | min–max | fds leaked |",
-    "|---|---|---:|---:|---:|",
+    "| socket, batch | receiver | reactor | fds/s | min–max | fds leaked |",
+    "|---|---|---|---:|---:|---:|",
   );
   const n = (x: number) => Math.round(x).toLocaleString("en-US");
   for (const f of res.fd) {
     const m = median(f.rates);
     const mark = f.variant.diagnostic ? "" : m >= 100_000 ? " ✅" : " ❌";
     out.push(
-      `| ${f.variant.diagnostic ? "*diag:* " : ""}${f.variant.label} | ${f.variant.receiver} | ${n(m)}${mark} | ` +
+      `| ${f.variant.diagnostic ? "*diag:* " : ""}${f.variant.label} | ${f.variant.receiver} | ${f.variant.reactor} | ${n(m)}${mark} | ` +
         `${n(Math.min(...f.rates))}–${n(Math.max(...f.rates))} | ${f.leaked} |`,
     );
   }
   out.push("", `Per-round p50 (µs), in round order:`, "", "```");
-  const width = Math.max(...res.latency.map((l) => l.variant.label.length));
-  for (const l of res.latency) out.push(`${l.variant.label.padEnd(width)}  ${l.p50.map(us).join(" ")}`);
+  const rowName = (l: LatencyResult) => (l.variant.reactor.startsWith("—") ? l.variant.label : `${l.variant.label} [${l.variant.reactor}]`);
+  const width = Math.max(...res.latency.map((l) => rowName(l).length));
+  for (const l of res.latency) out.push(`${rowName(l).padEnd(width)}  ${l.p50.map(us).join(" ")}`);
   out.push("```", "", `(${res.seconds.toFixed(1)} s for this condition)`, "");
   return out.join("\n");
 }
@@ -988,10 +659,11 @@ function report(res: ConditionResult, opts: Options): string {
 async function main(): Promise<number> {
   const opts = parseOptions(process.argv.slice(2));
   const runStart = performance.now();
+  const loadAtStart = os.loadavg();
   const fdsAtStart = openFdTable();
   tmp = mkdtempSync(join(os.tmpdir(), "qbun-bench-"));
-  let devnullFd = -1;
   const started: Child[] = [];
+  const hosts: QbunHost[] = [];
   try {
     compilePeers();
     const echoStream = join(tmp, "echo-stream.sock");
@@ -1001,37 +673,63 @@ async function main(): Promise<number> {
       started.push(c);
       await c.expect("READY");
     }
-    devnullFd = openSync("/dev/null", "r");
-    const devnull = () => devnullFd;
+    const notes: string[] = [];
+    if (process.env.QBUN_REACTOR) notes.push(`QBUN_REACTOR=${process.env.QBUN_REACTOR} was set; the script ignores it`);
+    // A: qbun's default (best available backend), with Bun's client and the
+    // diagnostics. B: the epoll fallback.
+    const a = await QbunHost.start("default");
+    if (typeof a === "string") throw new Error(`the JS child did not start: ${a}`);
+    hosts.push(a);
+    const b = await QbunHost.start("epoll");
+    if (typeof b === "string") throw new Error(`the epoll child did not start: ${b}`);
+    hosts.push(b);
+    if (a.backend !== "io_uring") notes.push(`io_uring is not available: both children run on ${a.backend}`);
     const small = 64, large = 64 * 1024;
-    const noUring = uringAvailable();
+    const stream = (size: number): LatencySpec => ({ kind: "stream", address: echoStream, size });
+    const bun = (size: number): LatencySpec => ({ kind: "bun-stream", address: echoStream, size });
+    const diag = { diagnostic: true };
 
     const latency = (): LatencyVariant[] => [
-      qbunStream("qbun UnixStream", "stream-64", echoStream, small, opts.iters),
-      bunStream("Bun.connect({unix})", "stream-64", echoStream, small, opts.iters),
-      cClient("C client", "stream-64", ["stream", echoStream, String(small)], opts.iters),
-      qbunStreamInto("qbun readInto, preallocated buffer", echoStream, small, opts.iters),
-      qbunStreamSplit("qbun UnixStream + peek after write (path split)", echoStream, small, opts.iters),
-      qbunStreamRead("qbun read(), default maxBytes (65536)", echoStream, small, opts.iters),
-      ffiBlocking("JS + FFI, blocking recv (no event loop)", echoStream, small, opts.iters),
-      ...(noUring ? [] : [uringPoll("io_uring poll + eventfd in Bun's loop (prototype, no helper thread)", echoStream, small, opts.iters)]),
-      qbunStream("qbun UnixStream (64 KiB)", "stream-64k", echoStream, large, opts.itersLarge),
-      bunStream("Bun.connect({unix}) (64 KiB)", "stream-64k", echoStream, large, opts.itersLarge),
-      cClient("C client (64 KiB)", "stream-64k", ["stream", echoStream, String(large)], opts.itersLarge),
-      qbunDgram("qbun UnixDatagram", echoDgram, join(tmp, "qbun-dgram.sock"), small, opts.iters),
-      cClient("C client (datagram)", "dgram-64", ["dgram", echoDgram, String(small), join(tmp, "c-dgram.sock")], opts.iters),
+      js("qbun-64", "qbun UnixStream", "stream-64", a, stream(small), opts.iters),
+      js("qbun-64-epoll", "qbun UnixStream", "stream-64", b, stream(small), opts.iters),
+      js("bun-64", "Bun.connect({unix})", "stream-64", a, bun(small), opts.iters, { short: "Bun", reactor: "—" }),
+      cClient("c-64", "C client", "stream-64", ["stream", echoStream, String(small)], opts.iters),
+      js("bun-64-b", "Bun.connect({unix}) in the epoll child (control)", "stream-64", b, bun(small), opts.iters, {
+        diagnostic: true,
+        short: "Bun in the epoll child",
+        reactor: `— (${b.backend} child)`,
+      }),
+      js("into-64", "qbun readInto, preallocated buffer", "stream-64", a, { kind: "stream-into", address: echoStream, size: small }, opts.iters, diag),
+      js("split-64", "qbun UnixStream + peek after write (path split)", "stream-64", a, { kind: "stream-split", address: echoStream, size: small }, opts.iters, diag),
+      js("split-64-epoll", "qbun UnixStream + peek after write (path split)", "stream-64", b, { kind: "stream-split", address: echoStream, size: small }, opts.iters, diag),
+      js("read-64", "qbun read(), default maxBytes (65536)", "stream-64", a, { kind: "stream-read", address: echoStream, size: small }, opts.iters, diag),
+      js("ffi-64", "JS + FFI, blocking recv (no event loop)", "stream-64", a, { kind: "ffi-blocking", address: echoStream, size: small }, opts.iters, {
+        diagnostic: true,
+        short: "JS + FFI, blocking recv (no event loop)",
+        reactor: "— (no event loop)",
+      }),
+      js("qbun-64k", "qbun UnixStream", "stream-64k", a, stream(large), opts.itersLarge),
+      js("qbun-64k-epoll", "qbun UnixStream", "stream-64k", b, stream(large), opts.itersLarge),
+      js("into-64k", "qbun readInto, preallocated buffer", "stream-64k", a, { kind: "stream-into", address: echoStream, size: large }, opts.itersLarge, diag),
+      js("bun-64k", "Bun.connect({unix})", "stream-64k", a, bun(large), opts.itersLarge, { short: "Bun", reactor: "—" }),
+      cClient("c-64k", "C client", "stream-64k", ["stream", echoStream, String(large)], opts.itersLarge),
+      js("dgram", "qbun UnixDatagram", "dgram-64", a, { kind: "dgram", peer: echoDgram, self: join(tmp, "dgram-a.sock"), size: small }, opts.iters),
+      js("dgram-epoll", "qbun UnixDatagram", "dgram-64", b, { kind: "dgram", peer: echoDgram, self: join(tmp, "dgram-b.sock"), size: small }, opts.iters),
+      cClient("c-dgram", "C client (datagram)", "dgram-64", ["dgram", echoDgram, String(small), join(tmp, "c-dgram.sock")], opts.iters),
     ];
-    const fdVariants = (): FdVariant[] => [
-      fdPair("seqpacket", 1, devnull, 16),
-      fdPair("seqpacket", 8, devnull, 16),
-      fdPair("stream", 1, devnull, 16),
-      fdPair("stream", 8, devnull, 16),
-      fdToC("seqpacket", 1, devnull, join(tmp, "sink-seq1.sock")),
-      fdToC("seqpacket", 8, devnull, join(tmp, "sink-seq8.sock")),
-      fdToC("stream", 1, devnull, join(tmp, "sink-str1.sock")),
-      fdToC("stream", 8, devnull, join(tmp, "sink-str8.sock")),
-      fdPair("stream", 1, devnull, undefined),
-    ];
+    const fdVariants = (): FdVariant[] => {
+      const v: FdVariant[] = [];
+      for (const h of [a, b]) {
+        for (const kind of ["seqpacket", "stream"] as const) for (const batch of [1, 8]) v.push(fdPair(h, kind, batch, 16));
+      }
+      for (const [h, tag] of [[a, "a"], [b, "b"]] as const) {
+        for (const kind of ["seqpacket", "stream"] as const) {
+          for (const batch of [1, 8]) v.push(fdToC(h, kind, batch, join(tmp, `sink-${tag}-${kind}${batch}.sock`)));
+        }
+      }
+      v.push(fdPair(a, "stream", 1, undefined), fdPair(b, "stream", 1, undefined));
+      return v;
+    };
 
     const cpuModel = os.cpus()[0]?.model ?? "unknown CPU";
     const git = (args: string[]) => {
@@ -1045,10 +743,13 @@ async function main(): Promise<number> {
       "",
       `- command: \`bun scripts/bench-unix.ts${process.argv.length > 2 ? " " + process.argv.slice(2).join(" ") : ""}\``,
       `- machine: ${os.availableParallelism()} vCPUs (${cpuModel}), Linux ${os.release()}, Bun ${Bun.version}`,
-      `- load average at start: ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`,
+      `- load average at start: ${loadAtStart.map((x) => x.toFixed(2)).join(" ")}`,
       `- qbun: commit ${commit}${dirty ? " plus uncommitted changes in src/ or ffi/" : ""}`,
+      `- JS clients run in two Bun child processes (scripts/bench-unix-child.ts): A, qbun's default backend ` +
+        `(${a.backend}), runs the qbun rows marked ${a.backend}, Bun's rows and the diagnostics; B ` +
+        `(QBUN_REACTOR=epoll, backend ${b.backend}) runs the rows marked epoll and one Bun control row`,
       `- rounds: ${opts.rounds}, interleaved (variant order rotates each round); warm-up round discarded`,
-      ...(noUring ? [`- io_uring prototype row skipped: ${noUring}`] : []),
+      ...notes.map((n) => `- note: ${n}`),
       "",
     ].join("\n");
     const sections: string[] = [];
@@ -1057,8 +758,7 @@ async function main(): Promise<number> {
       const res = await runCondition(condition, opts, latency(), fdVariants());
       sections.push(report(res, opts));
     }
-    closeSync(devnullFd);
-    devnullFd = -1;
+    for (const h of hosts.splice(0)) await h.stop();
     for (const c of started) await c.stop();
     started.length = 0;
     // qbun closes synchronously, so what is left now is all that will be left.
@@ -1068,15 +768,16 @@ async function main(): Promise<number> {
     console.log(header);
     console.log(sections.join("\n"));
     console.log(
-      `open fds in this process: ${fdsAtStart.size} at start, ${fdsAtEnd.size} at end; opened meanwhile and still open: ` +
+      `open fds in this process: ${fdsAtStart.size} at start, ${fdsAtEnd.size} at end; ` +
+        `opened meanwhile and still open: ` +
         (added.length ? added.map(([fd, what]) => `${fd}→${what.replace(/:\[\d+\]$/, "")}`).join(", ") : "none") +
-        ` (expected: qbun's reactor — epoll fd, doorbell socketpair, stop pipe — and Bun's own: spawnSync's epoll fd and ` +
-        `eventfd, a copy of stderr for spawned children; a leak would show up as many more sockets, or as nonzero "fds leaked" above)`,
+        ` (expected: Bun's own — spawnSync's epoll fd and eventfd, a copy of stderr for spawned children; ` +
+        `a leak would show up as many more sockets, or as nonzero "fds leaked" above)`,
     );
     console.log(`total time: ${((performance.now() - runStart) / 1000).toFixed(1)} s`);
     return 0;
   } finally {
-    if (devnullFd >= 0) closeSync(devnullFd);
+    for (const h of hosts) await h.stop().catch(() => {});
     for (const c of [...started, ...children]) await c.stop().catch(() => {});
     if (tmp && existsSync(tmp)) rmSync(tmp, { recursive: true, force: true });
   }

@@ -9,6 +9,9 @@
  * once. At end of stream it prints one line
  *   DONE <messages> <fds received> <close failures> <ctrunc> <open fds now>
  * where "open fds now" counts /proc/self/fd (a leak would make it grow).
+ * Before closing a connection it sends the client one byte ("A"): a client
+ * that half-closes (shutdown SHUT_WR) and waits for it knows that every
+ * message has been received and every fd closed, and can time that itself.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -104,6 +107,7 @@ int main(int argc, char **argv) {
       msgs++;
       fds += got;
     }
+    while (send(c, "A", 1, MSG_NOSIGNAL) < 0 && errno == EINTR) {}
     close(c);
     printf("DONE %ld %ld %ld %ld %d\n", msgs, fds, close_failures, ctrunc, count_open_fds());
     fflush(stdout);
