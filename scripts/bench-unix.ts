@@ -204,8 +204,9 @@ class Child {
 const children = new Set<Child>();
 
 /**
- * A Bun child running scripts/bench-unix-child.ts with a forced reactor
- * backend: qbun clients set up, run and torn down there on request.
+ * A Bun child running scripts/bench-unix-child.ts on qbun's default reactor
+ * backend or a forced one: JS clients set up, run and torn down there on
+ * request.
  */
 class QbunHost {
   readonly child: Child;
