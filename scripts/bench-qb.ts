@@ -48,10 +48,35 @@
  * and any /dev/shm directory left by its servers reported and removed, also
  * on error or Ctrl-C.
  */
-import { spawnSync, type Subprocess } from "bun";
+import { spawnSync } from "bun";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync, statSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
+import {
+  Child,
+  children,
+  cleanShmOf,
+  compilePeer,
+  cpuDelta,
+  fmtInt,
+  foreignCpuProbe,
+  gbs,
+  gitState,
+  MAIN_THREAD,
+  mb,
+  median,
+  otherActivity as otherActivityOf,
+  parseKv,
+  rotate,
+  sightingsBetween,
+  startActivitySampler as startActivitySamplerOf,
+  startBusyLoop,
+  shmDirsOf,
+  threadStats,
+  totalCpu,
+  us,
+  x2,
+} from "./bench-lib.ts";
 
 // ------------------------------------------------------------------ options
 
@@ -122,113 +147,12 @@ function parseOptions(argv: string[]): Options {
 
 // ---------------------------------------------------------------- processes
 
-const children = new Set<Child>();
 let tmp = "";
 const bin = (name: string) => join(tmp, name);
 const root = join(import.meta.dir, "..");
 
-/** A child process whose stdout is read line by line. */
-class Child {
-  readonly name: string;
-  readonly proc: Subprocess<"pipe" | "ignore", "pipe", "inherit">;
-  #lines: string[] = [];
-  #waiters: Array<(line: string | null) => void> = [];
-  #ended = false;
-
-  constructor(name: string, cmd: string[], stdin: "pipe" | "ignore" = "ignore", env?: Record<string, string | undefined>) {
-    this.name = name;
-    this.proc = Bun.spawn(cmd, { stdin, stdout: "pipe", stderr: "inherit", env });
-    children.add(this);
-    void this.#pump();
-  }
-
-  get pid(): number {
-    return this.proc.pid;
-  }
-
-  async #pump(): Promise<void> {
-    const decoder = new TextDecoder();
-    let buf = "";
-    try {
-      for await (const chunk of this.proc.stdout) {
-        buf += decoder.decode(chunk, { stream: true });
-        let nl: number;
-        while ((nl = buf.indexOf("\n")) >= 0) {
-          const line = buf.slice(0, nl);
-          buf = buf.slice(nl + 1);
-          const w = this.#waiters.shift();
-          if (w) w(line);
-          else this.#lines.push(line);
-        }
-      }
-    } catch {
-      // torn down at kill
-    }
-    this.#ended = true;
-    for (const w of this.#waiters.splice(0)) w(null);
-  }
-
-  /** The next stdout line; rejects if the child ends or stays silent for `timeoutMs`. */
-  nextLine(timeoutMs = 30_000): Promise<string> {
-    const ready = this.#lines.shift();
-    if (ready !== undefined) return Promise.resolve(ready);
-    if (this.#ended) return Promise.reject(new Error(`${this.name} exited (code ${this.proc.exitCode})`));
-    const { promise, resolve, reject } = Promise.withResolvers<string>();
-    const onLine = (line: string | null) => {
-      clearTimeout(timer);
-      if (line === null) reject(new Error(`${this.name} exited (code ${this.proc.exitCode})`));
-      else resolve(line);
-    };
-    const timer = setTimeout(() => {
-      const i = this.#waiters.indexOf(onLine);
-      if (i >= 0) this.#waiters.splice(i, 1);
-      reject(new Error(`${this.name}: no output for ${timeoutMs} ms`));
-    }, timeoutMs);
-    this.#waiters.push(onLine);
-    return promise;
-  }
-
-  async expect(prefix: string, timeoutMs?: number): Promise<string> {
-    const line = await this.nextLine(timeoutMs);
-    if (!line.startsWith(prefix)) throw new Error(`${this.name}: expected "${prefix}", got "${line.slice(0, 120)}"`);
-    return line;
-  }
-
-  send(text: string): void {
-    const stdin = this.proc.stdin;
-    if (!stdin || typeof stdin === "number") throw new Error(`${this.name} has no stdin pipe`);
-    stdin.write(text);
-    stdin.flush();
-  }
-
-  get alive(): boolean {
-    return this.proc.exitCode === null && this.proc.signalCode === null;
-  }
-
-  /** SIGTERM, then SIGKILL after `graceMs`. Resolves the exit code (null if killed). */
-  async stop(graceMs = 2000): Promise<number | null> {
-    children.delete(this);
-    if (this.alive) this.proc.kill("SIGTERM");
-    const exited = await Promise.race([this.proc.exited.then(() => true), Bun.sleep(graceMs).then(() => false)]);
-    if (!exited) {
-      this.proc.kill("SIGKILL");
-      await this.proc.exited;
-    }
-    return this.proc.exitCode;
-  }
-}
-
 function compilePeers(): void {
-  const peers = join(import.meta.dir, "peers");
-  const builds: Array<[string, string[]]> = [
-    ["qb-ref-server", ["-lqb"]],
-    ["qb-load", ["-lqb"]],
-    ["busy-loop", []],
-  ];
-  for (const [name, libs] of builds) {
-    const r = spawnSync(["gcc", "-O2", "-Wall", "-pthread", "-o", bin(name), join(peers, `${name}.c`), ...libs], { stderr: "pipe" });
-    if (!r.success) throw new Error(`gcc failed for ${name}.c:\n${r.stderr.toString()}`);
-  }
+  for (const [name, libs] of [["qb-ref-server", ["-lqb"]], ["qb-load", ["-lqb"]], ["busy-loop", []]] as const) compilePeer(tmp, name, [...libs]);
 }
 
 // ------------------------------------------------------------------ servers
@@ -264,49 +188,6 @@ async function stopServer(s: Server): Promise<void> {
   if (code !== 0) process.stderr.write(`warning: ${s.label} server exited with ${code === null ? "a signal (killed)" : `code ${code}`}\n`);
 }
 
-const MAIN_THREAD = "main thread";
-
-interface ThreadStats {
-  /** CPU time by thread name (the main thread as MAIN_THREAD), ns, from schedstat. */
-  cpu: Map<string, number>;
-  /** Voluntary context switches of the main thread: how often it blocked waiting for work. */
-  mainBlocks: number;
-}
-
-function threadStats(pid: number): ThreadStats {
-  const cpu = new Map<string, number>();
-  let mainBlocks = 0;
-  let tids: string[];
-  try {
-    tids = readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return { cpu, mainBlocks };
-  }
-  for (const tid of tids) {
-    try {
-      const ns = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
-      const main = tid === String(pid);
-      const comm = main ? MAIN_THREAD : readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim();
-      cpu.set(comm, (cpu.get(comm) ?? 0) + ns);
-      if (main) {
-        const status = readFileSync(`/proc/${pid}/task/${tid}/status`, "utf8");
-        mainBlocks = Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? NaN);
-      }
-    } catch {
-      // thread gone
-    }
-  }
-  return { cpu, mainBlocks };
-}
-
-const totalCpu = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
-
-function cpuDelta(before: Map<string, number>, after: Map<string, number>): Map<string, number> {
-  const d = new Map<string, number>();
-  for (const [k, v] of after) d.set(k, v - (before.get(k) ?? 0));
-  return d;
-}
-
 /** VmRSS and its parts (kB) from /proc/PID/status. */
 function rss(pid: number): { rss: number; anon: number; file: number; shmem: number } {
   const text = readFileSync(`/proc/${pid}/status`, "utf8");
@@ -315,15 +196,6 @@ function rss(pid: number): { rss: number; anon: number; file: number; shmem: num
 }
 
 const openFds = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
-
-/** Directories a server made in /dev/shm (libqb's and qbun's naming: qb-<server pid>-…). */
-function shmDirsOf(pid: number): string[] {
-  try {
-    return readdirSync("/dev/shm").filter((n) => n.startsWith(`qb-${pid}-`));
-  } catch {
-    return [];
-  }
-}
 
 /** Bytes allocated (blocks × 512) under the server's /dev/shm directories. */
 function shmUsageOf(pid: number): { dirs: number; files: number; bytes: number; apparent: number } {
@@ -349,79 +221,9 @@ function shmUsedBytes(): number {
   return (s.blocks - s.bfree) * s.bsize;
 }
 
-/**
- * Other Bun processes and test or benchmark runs on the machine (their
- * command lines), to flag overlapping rounds. Ours (this process, the servers,
- * the load generators) are left out.
- */
-function otherActivity(): string[] {
-  const mine = new Set<number>([process.pid, ...[...children].map((c) => c.pid)]);
-  const found: string[] = [];
-  for (const p of readdirSync("/proc")) {
-    if (!/^\d+$/.test(p) || mine.has(Number(p))) continue;
-    let cmd: string;
-    try {
-      cmd = readFileSync(`/proc/${p}/cmdline`, "utf8").replaceAll("\0", " ").trim();
-    } catch {
-      continue;
-    }
-    if (/^(grep|pgrep|ps|rg) /.test(cmd)) continue;
-    if (/(^|\/)bun(\.exe)?( |$)|bench-|test\.sh|\bbun test\b/.test(cmd) && !cmd.includes(`bench-qb-${process.pid}-`)) {
-      found.push(cmd.length > 80 ? cmd.slice(0, 77) + "…" : cmd);
-    }
-  }
-  return found;
-}
-
-/** Sightings of other activity, sampled every 500 ms for the whole run. */
-const sightings: Array<{ at: number; what: string[] }> = [];
-function startActivitySampler(): Timer {
-  const timer = setInterval(() => {
-    const what = otherActivity();
-    if (what.length > 0) sightings.push({ at: performance.now(), what });
-  }, 500);
-  timer.unref();
-  return timer;
-}
-
-function sightingsBetween(from: number, to: number): string[] {
-  const what = new Set<string>();
-  for (const s of sightings) if (s.at >= from && s.at <= to) for (const w of s.what) what.add(w);
-  return [...what];
-}
-
-const CLK_TCK = 100; // USER_HZ on Linux
-
-/** Busy CPU time of the whole machine (ns): user, nice, system, irq, softirq of every CPU. */
-function machineBusyNs(): number {
-  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0] = f;
-  return ((user + nice + system + irq + softirq) * 1e9) / CLK_TCK;
-}
-
-/** CPU time (ns) of a process; with `reaped`, plus that of the children it has waited for. */
-function processCpuNs(pid: number, reaped = false): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ").map(Number);
-    // After the command: state(0) … utime(11) stime(12) cutime(13) cstime(14)
-    const ticks = f[11]! + f[12]! + (reaped ? f[13]! + f[14]! : 0);
-    return (ticks * 1e9) / CLK_TCK;
-  } catch {
-    return 0;
-  }
-}
-
-/**
- * CPU used by everything that is not this benchmark: the machine's busy time
- * minus this process and its reaped children (every load generator, with its
- * own children), the servers and the busy loop. Resolution: 10 ms per process.
- */
-function foreignCpuProbe(ours: () => number[]): () => number {
-  const mineNow = () => processCpuNs(process.pid, true) + ours().reduce((a, pid) => a + processCpuNs(pid), 0);
-  const busy0 = machineBusyNs(), mine0 = mineNow();
-  return () => machineBusyNs() - busy0 - (mineNow() - mine0);
-}
+/** Other test or benchmark activity on the machine; ours (named bench-qb-<pid>-…) is left out. */
+const otherActivity = () => otherActivityOf(`bench-qb-${process.pid}-`);
+const startActivitySampler = () => startActivitySamplerOf(`bench-qb-${process.pid}-`);
 
 // --------------------------------------------------------------------- loads
 
@@ -452,16 +254,6 @@ function loadArgs(load: LoadKind, name: string, o: Options): string[] {
     case "connect":
       return ["connect", name, "64", String(o.loadMs)];
   }
-}
-
-/** Parse "TAG k=v k=v" into numbers (non-numeric values kept as NaN). */
-function parseKv(line: string): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const part of line.split(" ").slice(1)) {
-    const eq = part.indexOf("=");
-    if (eq > 0) out[part.slice(0, eq)] = Number(part.slice(eq + 1));
-  }
-  return out;
 }
 
 interface Sample {
@@ -536,19 +328,6 @@ async function runLoad(load: LoadKind, server: Server, o: Options): Promise<Samp
 
 // -------------------------------------------------------------- statistics
 
-function median(values: number[]): number {
-  const s = Float64Array.from(values).sort();
-  if (s.length === 0) return NaN;
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-const us = (ns: number) => (Number.isNaN(ns) ? "—" : (ns / 1000).toFixed(ns < 10_000 ? 2 : 1));
-const fmtInt = (x: number) => (Number.isNaN(x) ? "—" : Math.round(x).toLocaleString("en-US"));
-const gbs = (x: number) => (x / 1e9).toFixed(2) + " GB/s";
-const mb = (kb: number) => (kb / 1024).toFixed(1);
-const x2 = (r: number) => (Number.isNaN(r) ? "—" : r.toFixed(2) + "×");
-
 // ----------------------------------------------------------------- running
 
 interface Cell {
@@ -568,11 +347,6 @@ interface ConditionResult {
 
 const cellKey = (load: LoadKind, s: Server) => `${load}/${s.kind}/${s.transport}`;
 
-function rotate<T>(items: T[], by: number): T[] {
-  const k = by % items.length;
-  return [...items.slice(k), ...items.slice(0, k)];
-}
-
 async function runCondition(condition: Condition, servers: Server[], o: Options): Promise<ConditionResult> {
   const started = performance.now();
   let busy: Child | undefined;
@@ -582,14 +356,8 @@ async function runCondition(condition: Condition, servers: Server[], o: Options)
   const foreign: Array<{ ns: number; seconds: number }> = [];
   try {
     if (condition === "busy") {
-      const cpus = os.availableParallelism();
       // Pinned, nice 0, bounded by time (200 s) as well as stopped below.
-      busy = new Child("busy-loop", [bin("busy-loop"), String(cpus > 1 ? cpus - 1 : -1), "200", "0"]);
-      await busy.expect("READY");
-      await Bun.sleep(1500); // let the scheduler's load tracking see the loop
-      note = cpus > 1
-        ? `a busy loop (nice 0) pinned to CPU ${cpus - 1} of ${cpus} for the whole condition`
-        : "a busy loop (nice 0), but with only 1 CPU it competes with the benchmark";
+      ({ child: busy, note } = await startBusyLoop(bin("busy-loop")));
     }
     const jobs: Array<[LoadKind, Server]> = [];
     const loads = condition === "idle" && os.availableParallelism() > 1 ? [...LOADS, ...PINNED] : LOADS;
@@ -878,12 +646,7 @@ async function main(): Promise<number> {
     for (const t of o.transports) {
       servers.push(await startServer("ref", t, "run"), await startServer("qbun", t, "run"));
     }
-    const git = (args: string[]) => {
-      const r = spawnSync(["git", ...args], { cwd: root, stderr: "ignore" });
-      return r.success ? r.stdout.toString().trim() : "";
-    };
-    const commit = git(["rev-parse", "--short", "HEAD"]) || "unknown";
-    const dirty = git(["status", "--porcelain", "--", "src", "ffi", "cli"]);
+    const { commit, dirty } = gitState(root);
     const libqb = spawnSync(["pkg-config", "--modversion", "libqb"], { stderr: "ignore" }).stdout.toString().trim() || "unknown";
     const header = [
       `### Run: ${new Date().toISOString().slice(0, 10)}`,
@@ -936,15 +699,7 @@ async function main(): Promise<number> {
 
 /** Remove what our servers left in /dev/shm (only qb-<our server pid>-… entries that were not there at start). */
 function cleanShm(atStart: Set<string>): string[] {
-  const removed: string[] = [];
-  for (const pid of serverPids) {
-    for (const d of shmDirsOf(pid)) {
-      if (atStart.has(d)) continue;
-      rmSync(join("/dev/shm", d), { recursive: true, force: true });
-      removed.push(d);
-    }
-  }
-  return removed;
+  return cleanShmOf(serverPids, atStart);
 }
 
 // Hard stop: the script must end by itself even if a peer hangs.

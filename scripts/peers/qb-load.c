@@ -1,5 +1,6 @@
 /*
- * libqb client load generator for scripts/bench-qb.ts. Talks to any server
+ * libqb client load generator for scripts/bench-qb.ts and
+ * scripts/bench-qb-client.ts. Talks to any server
  * of the interop service (ECHO = id 1) with Debian's libqb 2.x client
  * (qb_ipcc_*), times itself with CLOCK_MONOTONIC and prints one
  * machine-readable line (space-separated key=value pairs; times in ns).
@@ -13,11 +14,14 @@
  *       "TPUT n= seconds= bytes_per_s= p50=" (payload bytes echoed per second).
  *       Every response's header is checked; the payload is compared on the
  *       warm-up requests and the last timed one.
- *   qb-load pipeline   NAME SIZE CLIENTS DEPTH MS
+ *   qb-load pipeline   NAME SIZE CLIENTS DEPTH MS [MAXMSG]
  *       CLIENTS processes, one connection each, each keeping DEPTH ECHOs in
  *       flight (qb_ipcc_send / qb_ipcc_recv) for MS milliseconds after a
  *       common start, then draining. Prints "PIPE messages= seconds= rate="
  *       (all responses / (last end - first start)) and per-client counts.
+ *       MAXMSG (default 0: libqb's default) is the max message size the
+ *       connections ask for: DEPTH large messages in flight need rings that
+ *       hold them all.
  *   qb-load connect    NAME SIZE MS
  *       for MS milliseconds: qb_ipcc_connect, one ECHO, qb_ipcc_disconnect.
  *       Prints "CONN n= seconds= rate= p50= p99=" (per-cycle times).
@@ -194,8 +198,8 @@ static int mode_latency(const char *name, size_t size, long warmup, long iters, 
 }
 
 /* One pipelining client (a child process): DEPTH in flight until the deadline, then drain. */
-static void pipeline_client(const char *name, size_t size, long depth, long ms, int ready_fd, int go_fd, int result_fd) {
-  qb_ipcc_connection_t *c = connect_or_die(name, 0);
+static void pipeline_client(const char *name, size_t size, long depth, long ms, size_t maxmsg, int ready_fd, int go_fd, int result_fd) {
+  qb_ipcc_connection_t *c = connect_or_die(name, maxmsg);
   size_t bufsize = (size_t)qb_ipcc_get_buffer_size(c);
   unsigned char *msg = calloc(1, REQ_HDR + size);
   char *rbuf = malloc(bufsize);
@@ -204,6 +208,7 @@ static void pipeline_client(const char *name, size_t size, long depth, long ms, 
   h->id = ID_ECHO;
   h->size = (int32_t)(REQ_HDR + size);
   fill(msg + REQ_HDR, size, 3);
+  if (bufsize < RES_HDR + size) die("buffer-size", (long)bufsize);
   /* Barrier: say ready, wait for the parent to close the go pipe. */
   char b = 'r';
   if (write(ready_fd, &b, 1) != 1) die("ready", -errno);
@@ -239,7 +244,7 @@ static void pipeline_client(const char *name, size_t size, long depth, long ms, 
   exit(0);
 }
 
-static int mode_pipeline(const char *name, size_t size, int clients, long depth, long ms) {
+static int mode_pipeline(const char *name, size_t size, int clients, long depth, long ms, size_t maxmsg) {
   int ready[2], go[2], result[2];
   if (pipe(ready) < 0 || pipe(go) < 0 || pipe(result) < 0) die("pipe", -errno);
   pid_t *pids = calloc((size_t)clients, sizeof *pids);
@@ -251,7 +256,7 @@ static int mode_pipeline(const char *name, size_t size, int clients, long depth,
       close(ready[0]);
       close(go[1]);
       close(result[0]);
-      pipeline_client(name, size, depth, ms, ready[1], go[0], result[1]);
+      pipeline_client(name, size, depth, ms, maxmsg, ready[1], go[0], result[1]);
     }
     pids[i] = pid;
   }
@@ -379,13 +384,13 @@ int main(int argc, char **argv) {
     return mode_latency(argv[2], (size_t)arg_long(argv[3], "SIZE"), arg_long(argv[4], "WARMUP"), arg_long(argv[5], "ITERS"), 1);
   if (argc >= 7 && strcmp(argv[1], "pipeline") == 0)
     return mode_pipeline(argv[2], (size_t)arg_long(argv[3], "SIZE"), (int)arg_long(argv[4], "CLIENTS"), arg_long(argv[5], "DEPTH"),
-                         arg_long(argv[6], "MS"));
+                         arg_long(argv[6], "MS"), argc >= 8 ? (size_t)arg_long(argv[7], "MAXMSG") : 0);
   if (argc >= 5 && strcmp(argv[1], "connect") == 0)
     return mode_connect(argv[2], (size_t)arg_long(argv[3], "SIZE"), arg_long(argv[4], "MS"));
   if (argc >= 4 && strcmp(argv[1], "hold") == 0) return mode_hold(argv[2], arg_long(argv[3], "COUNT"));
   fprintf(stderr,
           "usage: qb-load latency|throughput NAME SIZE WARMUP ITERS\n"
-          "       qb-load pipeline NAME SIZE CLIENTS DEPTH MS\n"
+          "       qb-load pipeline NAME SIZE CLIENTS DEPTH MS [MAXMSG]\n"
           "       qb-load connect NAME SIZE MS\n"
           "       qb-load hold NAME COUNT\n");
   return 2;
