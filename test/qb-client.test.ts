@@ -218,6 +218,24 @@ describe.each([
   });
 });
 
+describe("a long-lived connection", () => {
+  test.each(["shm", "socket"])("keeps no response alive after it was delivered (%s)", async (transport) => {
+    const server = await servers.libqb(transport);
+    try {
+      await using client = await QbClient.connect(server.name, { maxMessageSize: 200_000 });
+      const payload = new Uint8Array(100_000);
+      for (let i = 0; i < 100; i++) await client.request(1, payload);
+      Bun.gc(true);
+      const before = process.memoryUsage().heapUsed;
+      for (let i = 0; i < 1500; i++) await client.request(1, payload); // 150 MB through the client
+      Bun.gc(true);
+      expect(process.memoryUsage().heapUsed - before).toBeLessThan(20 * 1024 * 1024);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 describe("flow control", () => {
   test.each(["shm", "socket"])("a libqb server's rate limit OFF holds requests back until NORMAL (%s)", async (transport) => {
     const server = await servers.libqb(transport);

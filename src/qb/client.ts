@@ -104,7 +104,6 @@ export class QbClient implements AsyncDisposable {
   readonly #eventQueue: QbMessage[] = [];
   #eventWaiters: { resolve(result: IteratorResult<QbMessage>): void; reject(error: unknown): void }[] = [];
   readonly #eventListeners = new Set<(event: QbMessage) => void>();
-  readonly #stop = new AbortController();
   #reading = false;
   #sendChain: Promise<unknown> = Promise.resolve();
   #failure: Error | undefined;
@@ -118,7 +117,7 @@ export class QbClient implements AsyncDisposable {
     this.transport = transport.kind;
     this.maxMessageSize = maxMessageSize;
     this.server = server;
-    transport.peerGone.catch(() => this.#fail(new QbDisconnectedError(service, "the server closed the connection"), true));
+    transport.gone.addEventListener("abort", () => this.#fail(new QbDisconnectedError(service, "the server closed the connection"), true), { once: true });
   }
 
   /** Connect to `service`. A refusal carries the server's errno (e.g. EACCES). */
@@ -275,7 +274,7 @@ export class QbClient implements AsyncDisposable {
     void (async () => {
       try {
         while (this.#slots.length > 0 && !this.#failure) {
-          const bytes = await this.#transport.nextResponse(this.#stop.signal);
+          const bytes = await this.#transport.nextResponse();
           const message = this.#parse(bytes, "response");
           const slot = this.#slots.shift()!;
           if (slot.abandoned) continue;
@@ -345,7 +344,7 @@ export class QbClient implements AsyncDisposable {
     void (async () => {
       try {
         while (!this.#failure) {
-          const event = this.#parse(await this.#transport.nextEvent(this.#stop.signal), "event");
+          const event = this.#parse(await this.#transport.nextEvent(), "event");
           for (const listener of this.#eventListeners) listener(event);
           const waiter = this.#eventWaiters.shift();
           if (waiter) waiter.resolve({ value: event, done: false });
@@ -356,7 +355,7 @@ export class QbClient implements AsyncDisposable {
           while (this.#eventQueue.length >= MAX_QUEUED_EVENTS && !this.#failure) {
             const { promise, resolve } = Promise.withResolvers<void>();
             this.#eventQueueDrained = resolve;
-            await Promise.race([promise, this.#transport.peerGone]);
+            await promise; // resolved by the iterator taking one, or by the end
           }
         }
       } catch (error) {
@@ -370,10 +369,10 @@ export class QbClient implements AsyncDisposable {
     if (this.#failure) return this.#failure;
     const failure = error instanceof Error ? error : new Error(String(error));
     this.#failure = failure;
-    this.#stop.abort(failure);
     for (const slot of this.#slots.splice(0)) slot.settle?.reject(failure);
     for (const waiter of this.#receiveWaiters.splice(0)) waiter.reject(failure);
     for (const waiter of this.#eventWaiters.splice(0)) waiter.resolve({ value: undefined, done: true });
+    this.#eventQueueDrained?.();
     this.#transport.close();
     this.#setup.close();
     if (serverGone) this.#cleanup = this.#removeFilesIfServerDied();

@@ -16,12 +16,11 @@ const NOTIFY = new Uint8Array([0]);
 /** The client half of one SHM connection. */
 export class ShmClientTransport implements ClientTransport {
   readonly kind = "shm" as const;
-  readonly peerGone: Promise<never>;
   readonly #request: Ring;
   readonly #response: Ring;
   readonly #event: Ring;
   readonly #setup: UnixStream;
-  readonly #stop = new AbortController();
+  readonly #gone = new AbortController();
   /** Notification bytes received and not yet matched with an event. */
   #eventBytes = 0;
   #eventWaiter: (() => void) | undefined;
@@ -44,24 +43,26 @@ export class ShmClientTransport implements ClientTransport {
     }
     [this.#request, this.#response, this.#event] = opened as [Ring, Ring, Ring];
     this.#setup = setup;
-    this.peerGone = this.#readNotifications();
-    this.peerGone.catch(() => {});
+    void this.#readNotifications();
+  }
+
+  get gone(): AbortSignal {
+    return this.#gone.signal;
   }
 
   /** Count the server's event bytes; end of stream means the server is gone. */
-  async #readNotifications(): Promise<never> {
+  async #readNotifications(): Promise<void> {
     const bytes = new Uint8Array(256);
     try {
       for (;;) {
-        const n = await this.#setup.readInto(bytes, { signal: this.#stop.signal });
+        const n = await this.#setup.readInto(bytes, { signal: this.#gone.signal });
         if (n === 0) break;
         this.#eventBytes += n;
         this.#eventWaiter?.();
       }
-    } catch (error) {
-      if (this.#closed) throw new PeerGoneError();
-    }
-    throw new PeerGoneError();
+    } catch {}
+    if (!this.#gone.signal.aborted) this.#gone.abort(new PeerGoneError());
+    this.#eventWaiter?.();
   }
 
   get flowControl(): number {
@@ -74,20 +75,18 @@ export class ShmClientTransport implements ClientTransport {
 
   send(parts: readonly Uint8Array[]): boolean {
     if (!this.#request.write(parts)) return false;
-    this.#setup.write(NOTIFY).catch(() => {}); // a dead server shows up in peerGone
+    this.#setup.write(NOTIFY).catch(() => {}); // a dead server shows up as the end of the setup stream
     return true;
   }
 
-  async nextResponse(signal: AbortSignal): Promise<Uint8Array> {
-    const stop = AbortSignal.any([signal, this.#stop.signal]);
-    const got = await Promise.race([this.#response.waitForChunk({ signal: stop }), this.peerGone]);
-    if (!got) throw new Error("unreachable: no timeout was set");
+  async nextResponse(): Promise<Uint8Array> {
+    await this.#response.waitForChunk({ signal: this.#gone.signal }); // no timeout: true, or rejects when gone
     return this.#copyOut(this.#response, this.#response.takeAcquired());
   }
 
-  async nextEvent(signal: AbortSignal): Promise<Uint8Array> {
+  async nextEvent(): Promise<Uint8Array> {
     for (;;) {
-      signal.throwIfAborted();
+      this.#gone.signal.throwIfAborted();
       if (this.#eventBytes > 0) {
         const chunk = this.#event.take();
         if (chunk) {
@@ -96,16 +95,9 @@ export class ShmClientTransport implements ClientTransport {
         }
         this.#eventBytes = 0; // a byte with no event behind it: nothing to read
       }
-      const { promise, resolve } = Promise.withResolvers<void>();
-      this.#eventWaiter = resolve;
-      const onAbort = () => resolve();
-      signal.addEventListener("abort", onAbort, { once: true });
-      try {
-        await Promise.race([promise, this.peerGone]);
-      } finally {
-        signal.removeEventListener("abort", onAbort);
-        this.#eventWaiter = undefined;
-      }
+      // Woken by the next notification byte, or by the end of the connection.
+      await new Promise<void>((resolve) => (this.#eventWaiter = resolve));
+      this.#eventWaiter = undefined;
     }
   }
 
@@ -118,7 +110,8 @@ export class ShmClientTransport implements ClientTransport {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#stop.abort();
+    if (!this.#gone.signal.aborted) this.#gone.abort(new PeerGoneError());
+    this.#eventWaiter?.();
     for (const ring of [this.#request, this.#response, this.#event]) ring.close(false);
   }
 

@@ -16,13 +16,12 @@ import { type ClientTransport, PeerGoneError } from "./transport.ts";
 /** The client half of one socket-transport connection. */
 export class SocketClientTransport implements ClientTransport {
   readonly kind = "socket" as const;
-  readonly peerGone: Promise<never>;
   readonly #controlPath: string;
   readonly #control: Mapping;
   readonly #counters: Int32Array;
   readonly #requests: UnixDatagram;
   readonly #events: UnixDatagram;
-  readonly #stop = new AbortController();
+  readonly #gone = new AbortController();
   readonly #maxMessageSize: number;
   #closed = false;
 
@@ -55,13 +54,17 @@ export class SocketClientTransport implements ClientTransport {
     } finally {
       file.close();
     }
-    this.peerGone = (async (): Promise<never> => {
+    // The setup stream carries nothing in this transport: its end is the server leaving.
+    void (async () => {
       try {
-        for (;;) if ((await setup.read({ maxBytes: 64, signal: this.#stop.signal })) === null) break;
+        for (;;) if ((await setup.read({ maxBytes: 64, signal: this.#gone.signal })) === null) break;
       } catch {}
-      throw new PeerGoneError();
+      if (!this.#gone.signal.aborted) this.#gone.abort(new PeerGoneError());
     })();
-    this.peerGone.catch(() => {});
+  }
+
+  get gone(): AbortSignal {
+    return this.#gone.signal;
   }
 
   get flowControl(): number {
@@ -78,21 +81,20 @@ export class SocketClientTransport implements ClientTransport {
     return true;
   }
 
-  async nextResponse(signal: AbortSignal): Promise<Uint8Array> {
-    const bytes = await this.#receive(this.#requests, signal);
+  async nextResponse(): Promise<Uint8Array> {
+    const bytes = await this.#receive(this.#requests);
     Atomics.sub(this.#counters, Control.RESPONSE_SENT, 1);
     return bytes;
   }
 
-  async nextEvent(signal: AbortSignal): Promise<Uint8Array> {
-    const bytes = await this.#receive(this.#events, signal);
+  async nextEvent(): Promise<Uint8Array> {
+    const bytes = await this.#receive(this.#events);
     Atomics.sub(this.#counters, Control.EVENT_SENT, 1);
     return bytes;
   }
 
-  async #receive(socket: UnixDatagram, signal: AbortSignal): Promise<Uint8Array> {
-    const stop = AbortSignal.any([signal, this.#stop.signal]);
-    const message = await Promise.race([socket.receive({ maxBytes: this.#maxMessageSize, maxFds: 0, signal: stop }), this.peerGone]);
+  async #receive(socket: UnixDatagram): Promise<Uint8Array> {
+    const message = await socket.receive({ maxBytes: this.#maxMessageSize, maxFds: 0, signal: this.#gone.signal });
     if (message.truncated) throw new RingCorruptError(this.#controlPath, `a datagram above the negotiated ${this.#maxMessageSize} bytes`);
     return message.data;
   }
@@ -103,7 +105,7 @@ export class SocketClientTransport implements ClientTransport {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#stop.abort();
+    if (!this.#gone.signal.aborted) this.#gone.abort(new PeerGoneError());
     this.#requests.close();
     this.#events.close();
     this.#control.close();

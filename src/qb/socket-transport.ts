@@ -23,8 +23,8 @@ export class SocketServerTransport implements ServerTransport {
   readonly #events: UnixDatagram;
   readonly #base: string;
   readonly #dir: string;
-  readonly #peerGone: Promise<never>;
-  readonly #stopLiveness = new AbortController();
+  /** Aborted when the client leaves (PeerGoneError) or the transport closes. */
+  readonly #gone = new AbortController();
   #responseConnected = false;
   #eventConnected = false;
   #closed = false;
@@ -64,13 +64,12 @@ export class SocketServerTransport implements ServerTransport {
     }
     this.names = { request: this.#controlPath, response: this.#base, event: "" };
     // The setup stream carries nothing here: its end of stream is the peer leaving.
-    this.#peerGone = (async () => {
-      for (;;) {
-        const chunk = await setup.setup.read({ maxBytes: 64, signal: this.#stopLiveness.signal });
-        if (chunk === null) throw new PeerGoneError();
-      }
+    void (async () => {
+      try {
+        for (;;) if ((await setup.setup.read({ maxBytes: 64, signal: this.#gone.signal })) === null) break;
+      } catch {}
+      if (!this.#gone.signal.aborted) this.#gone.abort(new PeerGoneError());
     })();
-    this.#peerGone.catch(() => {});
   }
 
   async take(): Promise<IncomingMessage | null> {
@@ -80,8 +79,9 @@ export class SocketServerTransport implements ServerTransport {
     return { bytes: message.data, inPlace: false, release() {} };
   }
 
-  async waitForRequests(signal: AbortSignal): Promise<void> {
-    await Promise.race([this.#requests.readable({ signal }), this.#peerGone]);
+  /** The connection closes this transport when it ends, which ends this wait too. */
+  async waitForRequests(_signal: AbortSignal): Promise<void> {
+    await this.#requests.readable({ signal: this.#gone.signal });
   }
 
   /** Datagrams are copies: nothing to hold. */
@@ -123,7 +123,7 @@ export class SocketServerTransport implements ServerTransport {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#stopLiveness.abort();
+    if (!this.#gone.signal.aborted) this.#gone.abort(new Error("transport closed"));
     this.#requests.close();
     this.#events.close();
     this.#control.close();

@@ -97,12 +97,17 @@ export interface ClientTransport {
   readonly attached: boolean;
   /** Write one request (and its notification); false when there is no room now. */
   send(parts: readonly Uint8Array[]): boolean | Promise<boolean>;
-  /** The next response, copied out. Rejects with PeerGoneError when the server is gone. */
-  nextResponse(signal: AbortSignal): Promise<Uint8Array>;
-  /** The next event, copied out. Rejects with PeerGoneError when the server is gone. */
-  nextEvent(signal: AbortSignal): Promise<Uint8Array>;
-  /** Rejects with PeerGoneError once the server closes the connection. */
-  readonly peerGone: Promise<never>;
+  /** The next response, copied out. Rejects with the `gone` reason once the connection ends. */
+  nextResponse(): Promise<Uint8Array>;
+  /** The next event, copied out. Rejects with the `gone` reason once the connection ends. */
+  nextEvent(): Promise<Uint8Array>;
+  /**
+   * Aborted when the connection ends: with a PeerGoneError when the server
+   * closed it, otherwise by close(). Waits end with it (one signal for the
+   * connection's life, rather than a race per wait that would keep every
+   * result alive until the end).
+   */
+  readonly gone: AbortSignal;
   /** Detach (unmap, close sockets; the socket transport also removes its control file, as libqb's client). */
   close(): void;
   /** After close: remove the files a dead server left behind (as libqb's client does). */
