@@ -189,9 +189,14 @@ export class QbClient implements AsyncDisposable {
     if (options.timeout !== undefined) {
       timer = setTimeout(() => giveUp(new QbunSystemError(ETIMEDOUT, "qb_ipcc_recv", { address: this.service, hint: `no response within ${options.timeout} ms` })), options.timeout);
     }
+    try {
+      this.#enqueue(id, payload, slot, options.signal)?.catch(giveUp);
+    } catch (error) {
+      giveUp(error);
+    }
+    if (timer === undefined && !options.signal) return promise; // the common case: nothing to clean up
     const onAbort = () => giveUp(options.signal!.reason);
     options.signal?.addEventListener("abort", onAbort, { once: true });
-    this.#enqueue(id, payload, slot, options.signal).catch(giveUp);
     return promise.finally(() => {
       clearTimeout(timer);
       options.signal?.removeEventListener("abort", onAbort);
@@ -205,6 +210,11 @@ export class QbClient implements AsyncDisposable {
   async send(id: number, payload: Uint8Array | readonly Uint8Array[] = [], options: { signal?: AbortSignal } = {}): Promise<void> {
     await this.#enqueue(id, payload, {}, options.signal);
   }
+
+  /** Writes still waiting (flow control, a full ring, an asynchronous transport). */
+  #writesPending = 0;
+  readonly #header = new Uint8Array(REQUEST_HEADER_SIZE);
+  readonly #headerView = new DataView(this.#header.buffer);
 
   /** The next response to a request made with {@link QbClient.send} (libqb's `qb_ipcc_recv`). */
   receive(options: QbRequestOptions = {}): Promise<QbMessage> {
@@ -227,7 +237,12 @@ export class QbClient implements AsyncDisposable {
     });
   }
 
-  async #enqueue(id: number, payload: Uint8Array | readonly Uint8Array[], slot: Slot, signal?: AbortSignal): Promise<void> {
+  /**
+   * Write a request, in call order. Returns undefined when it was written at
+   * once (the usual case on SHM: no promise), else a promise for the write.
+   * Throws for a request above the negotiated size.
+   */
+  #enqueue(id: number, payload: Uint8Array | readonly Uint8Array[], slot: Slot, signal?: AbortSignal): Promise<void> | undefined {
     if (this.#failure) throw this.#failure;
     const parts = payload instanceof Uint8Array ? [payload] : [...payload];
     let size = REQUEST_HEADER_SIZE;
@@ -235,16 +250,43 @@ export class QbClient implements AsyncDisposable {
     if (size > this.maxMessageSize) {
       throw new QbunSystemError(EMSGSIZE, "qb_ipcc_send", { address: this.service, hint: `a ${size}-byte request exceeds the negotiated ${this.maxMessageSize} bytes` });
     }
+    // Fast path: nothing queued ahead, no flow control, room in the ring, a
+    // synchronous transport. The header is copied into the ring at once.
+    if (this.#writesPending === 0 && this.#transport.attached && !this.#heldByFlowControl()) {
+      putRequestHeader(this.#headerView, 0, id, size);
+      const result = this.#transport.send([this.#header, ...parts]);
+      if (result === true) {
+        this.#slots.push(slot);
+        this.#readResponses();
+        return undefined;
+      }
+      if (result !== false) {
+        // An asynchronous transport: it took the parts; finish in order.
+        this.#writesPending++;
+        const sent = result.then((ok) => {
+          if (!ok) throw new Error("unreachable: asynchronous transports report failures by rejecting");
+          this.#slots.push(slot);
+          this.#readResponses();
+        });
+        this.#sendChain = sent.catch(() => {}).finally(() => this.#writesPending--);
+        return sent;
+      }
+    }
     const header = new Uint8Array(REQUEST_HEADER_SIZE);
     putRequestHeader(new DataView(header.buffer), 0, id, size);
     // Requests leave in call order, each after the one before was written.
-    const previous = this.#sendChain;
-    const sent = previous.then(() => this.#write([header, ...parts], signal)).then(() => {
+    this.#writesPending++;
+    const sent = this.#sendChain.then(() => this.#write([header, ...parts], signal)).then(() => {
       this.#slots.push(slot);
       this.#readResponses();
     });
-    this.#sendChain = sent.catch(() => {});
-    await sent;
+    this.#sendChain = sent.catch(() => {}).finally(() => this.#writesPending--);
+    return sent;
+  }
+
+  #heldByFlowControl(): boolean {
+    const fc = this.#transport.flowControl;
+    return fc > 0 && fc <= this.fcEnableMax;
   }
 
   /** Write one request, backing off while flow control is on or the ring is full. */
@@ -254,9 +296,7 @@ export class QbClient implements AsyncDisposable {
       if (this.#failure) throw this.#failure;
       signal?.throwIfAborted();
       if (!this.#transport.attached) throw this.#fail(new QbDisconnectedError(this.service, "the server dropped this connection"), false);
-      const fc = this.#transport.flowControl;
-      const held = fc > 0 && fc <= this.fcEnableMax;
-      if (!held) {
+      if (!this.#heldByFlowControl()) {
         const result = this.#transport.send(parts);
         if (typeof result === "boolean" ? result : await result) return;
       }
