@@ -195,7 +195,8 @@ export class SemWaiter {
     this.#current = current;
     const onAbort = () => {
       current.reason = signal!.reason;
-      this.#native.qbn_semwaiter_cancel(this.#ptr);
+      // Another listener of the same signal may have destroyed this waiter (and freed its C side).
+      if (!this.#destroyed) this.#native.qbn_semwaiter_cancel(this.#ptr);
     };
     signal?.addEventListener("abort", onAbort, { once: true });
     this.#reactor.ref();

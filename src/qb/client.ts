@@ -314,16 +314,9 @@ export class QbClient implements AsyncDisposable {
     void (async () => {
       try {
         while (this.#slots.length > 0 && !this.#failure) {
-          const bytes = await this.#transport.nextResponse();
-          const message = this.#parse(bytes, "response");
-          const slot = this.#slots.shift()!;
-          if (slot.abandoned) continue;
-          if (slot.settle) slot.settle.resolve(message);
-          else {
-            const waiter = this.#receiveWaiters.shift();
-            if (waiter) waiter.resolve(message);
-            else this.#received.push(message);
-          }
+          // Take what is there already without waiting; wait only when nothing is.
+          const bytes = this.#transport.takeResponse?.() ?? (await this.#transport.nextResponse());
+          this.#deliver(this.#parse(bytes, "response"));
         }
       } catch (error) {
         this.#fail(error, error instanceof PeerGoneError);
@@ -331,6 +324,18 @@ export class QbClient implements AsyncDisposable {
         this.#reading = false;
       }
     })();
+  }
+
+  /** Hand a response to the oldest request still waiting for one. */
+  #deliver(message: QbMessage): void {
+    const slot = this.#slots.shift();
+    if (!slot || slot.abandoned) return;
+    if (slot.settle) slot.settle.resolve(message);
+    else {
+      const waiter = this.#receiveWaiters.shift();
+      if (waiter) waiter.resolve(message);
+      else this.#received.push(message);
+    }
   }
 
   /** Check a message from the server (untrusted) and split it. */

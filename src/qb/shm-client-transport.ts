@@ -79,6 +79,12 @@ export class ShmClientTransport implements ClientTransport {
     return true;
   }
 
+  takeResponse(): Uint8Array | undefined {
+    if (this.#closed) return undefined;
+    const chunk = this.#response.take();
+    return chunk === null ? undefined : this.#copyOut(this.#response, chunk);
+  }
+
   async nextResponse(): Promise<Uint8Array> {
     await this.#response.waitForChunk({ signal: this.#gone.signal }); // no timeout: true, or rejects when gone
     return this.#copyOut(this.#response, this.#response.takeAcquired());

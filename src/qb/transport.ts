@@ -99,6 +99,11 @@ export interface ClientTransport {
   send(parts: readonly Uint8Array[]): boolean | Promise<boolean>;
   /** The next response, copied out. Rejects with the `gone` reason once the connection ends. */
   nextResponse(): Promise<Uint8Array>;
+  /**
+   * Capability of transports that can read without waiting (SHM): the next
+   * response if one is there now, copied out; undefined if none.
+   */
+  takeResponse?(): Uint8Array | undefined;
   /** The next event, copied out. Rejects with the `gone` reason once the connection ends. */
   nextEvent(): Promise<Uint8Array>;
   /**
