@@ -201,7 +201,7 @@ export class SemWaiter {
     signal?.addEventListener("abort", onAbort, { once: true });
     this.#reactor.ref();
     this.#native.qbn_semwaiter_arm(this.#ptr, timeoutMs);
-    return promise.finally(() => signal?.removeEventListener("abort", onAbort));
+    return signal ? promise.finally(() => signal.removeEventListener("abort", onAbort)) : promise;
   }
 
   #settle(result: number): void {

@@ -93,7 +93,8 @@ export class Semaphore implements MappingDependent {
     options.signal?.throwIfAborted();
     if (this.tryWait()) return true;
     if (options.timeout === 0) return false;
-    const reactor = await Reactor.get();
+    const started = Reactor.get();
+    const reactor = started instanceof Promise ? await started : started; // no extra tick once it runs
     this.#checkOpen();
     let waiter = this.#waiters.find((w) => !w.busy);
     if (!waiter) {
