@@ -314,8 +314,10 @@ export class QbClient implements AsyncDisposable {
     void (async () => {
       try {
         while (this.#slots.length > 0 && !this.#failure) {
-          // Take what is there already without waiting; wait only when nothing is.
-          const bytes = this.#transport.takeResponse?.() ?? (await this.#transport.nextResponse());
+          // With several requests in flight, take what is there already without
+          // waiting; a lone request waits directly (measured faster sequentially).
+          const ready = this.#slots.length > 1 ? this.#transport.takeResponse?.() : undefined;
+          const bytes = ready ?? (await this.#transport.nextResponse());
           this.#deliver(this.#parse(bytes, "response"));
         }
       } catch (error) {
