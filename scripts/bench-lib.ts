@@ -1,14 +1,63 @@
 /**
- * Helpers shared by the benchmark scripts (scripts/bench-qb.ts,
- * scripts/bench-qb-client.ts): child processes read line by line, gcc-built
- * peers, per-thread CPU time and sleeps from /proc, watching the machine for
- * other activity, and the statistics and number formats of the reports.
+ * Helpers shared by the benchmark scripts (scripts/bench-unix.ts,
+ * scripts/bench-qb.ts, scripts/bench-qb-client.ts): option parsing, child
+ * processes read line by line, gcc-built peers, the busy condition, the
+ * watchdog and signal cleanup, per-thread CPU time and sleeps from /proc,
+ * watching the machine for other activity, and the statistics and number
+ * formats of the reports.
  * @module
  */
 import { spawnSync, type Subprocess } from "bun";
-import { readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
+
+// ------------------------------------------------------------------ options
+
+/** The two machine conditions every benchmark measures under. */
+export type Condition = "idle" | "busy";
+
+/**
+ * A positive integer option value no larger than `max`; otherwise prints
+ * `message` and exits with code 2.
+ */
+export function positiveIntOption(value: string | undefined, name: string, max: number, message = `${name} needs a positive integer ≤ ${max}`): number {
+  const v = Number(value);
+  if (!Number.isInteger(v) || v <= 0 || v > max) {
+    console.error(message);
+    process.exit(2);
+  }
+  return v;
+}
+
+/**
+ * The option loop the benchmarks share: `--idle` / `--busy` (collected),
+ * `--help` / `-h` (calls `usage`), and an unknown option (exits with code 2).
+ * Every other argument goes to `handle` first, with `next()` taking the
+ * following argument as its value; `handle` returns false for an option it
+ * does not know. Returns the conditions asked for, in the order idle, busy,
+ * or undefined if neither flag was given.
+ */
+export function parseArgs(argv: string[], usage: () => never, handle: (arg: string, next: () => string | undefined) => boolean): Condition[] | undefined {
+  const only: Condition[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--idle") only.push("idle");
+    else if (a === "--busy") only.push("busy");
+    else if (handle(a, () => argv[++i])) continue;
+    else if (a === "--help" || a === "-h") usage();
+    else {
+      console.error(`unknown option ${a} (try --help)`);
+      process.exit(2);
+    }
+  }
+  return only.length > 0 ? (["idle", "busy"] as const).filter((c) => only.includes(c)) : undefined;
+}
+
+/** The command line as run, for report headers: `bun scripts/<script> <args…>`. */
+export function commandLine(script: string): string {
+  return `bun scripts/${script}${process.argv.length > 2 ? " " + process.argv.slice(2).join(" ") : ""}`;
+}
 
 // ---------------------------------------------------------------- processes
 
@@ -22,14 +71,21 @@ export class Child {
   #lines: string[] = [];
   #waiters: Array<(line: string | null) => void> = [];
   #ended = false;
+  readonly #lineTimeoutMs: number;
 
-  constructor(name: string, cmd: string[], stdin: "pipe" | "ignore" = "ignore", env?: Record<string, string | undefined>) {
+  /**
+   * Spawn `cmd` (stderr inherited). `lineTimeoutMs` is how long
+   * {@link nextLine} and {@link expect} wait for a line unless told otherwise.
+   */
+  constructor(name: string, cmd: string[], stdin: "pipe" | "ignore" = "ignore", env?: Record<string, string | undefined>, lineTimeoutMs = 30_000) {
     this.name = name;
+    this.#lineTimeoutMs = lineTimeoutMs;
     this.proc = Bun.spawn(cmd, { stdin, stdout: "pipe", stderr: "inherit", env });
     children.add(this);
     void this.#pump();
   }
 
+  /** The child's process id. */
   get pid(): number {
     return this.proc.pid;
   }
@@ -57,7 +113,7 @@ export class Child {
   }
 
   /** The next stdout line; rejects if the child ends or stays silent for `timeoutMs`. */
-  nextLine(timeoutMs = 30_000): Promise<string> {
+  nextLine(timeoutMs = this.#lineTimeoutMs): Promise<string> {
     const ready = this.#lines.shift();
     if (ready !== undefined) return Promise.resolve(ready);
     if (this.#ended) return Promise.reject(new Error(`${this.name} exited (code ${this.proc.exitCode})`));
@@ -76,12 +132,14 @@ export class Child {
     return promise;
   }
 
+  /** The next stdout line, which must start with `prefix` (else rejects). */
   async expect(prefix: string, timeoutMs?: number): Promise<string> {
     const line = await this.nextLine(timeoutMs);
     if (!line.startsWith(prefix)) throw new Error(`${this.name}: expected "${prefix}", got "${line.slice(0, 120)}"`);
     return line;
   }
 
+  /** Write `text` to the child's stdin (it must have been started with a stdin pipe). */
   send(text: string): void {
     const stdin = this.proc.stdin;
     if (!stdin || typeof stdin === "number") throw new Error(`${this.name} has no stdin pipe`);
@@ -89,6 +147,7 @@ export class Child {
     stdin.flush();
   }
 
+  /** Whether the child has neither exited nor been killed. */
   get alive(): boolean {
     return this.proc.exitCode === null && this.proc.signalCode === null;
   }
@@ -101,6 +160,15 @@ export class Child {
     if (!exited) {
       this.proc.kill("SIGKILL");
       await this.proc.exited;
+    }
+    // Close our end of its stdin now rather than whenever the GC gets to it.
+    const stdin = this.proc.stdin;
+    if (stdin && typeof stdin !== "number") {
+      try {
+        await stdin.end();
+      } catch {
+        // already closed
+      }
     }
     return this.proc.exitCode;
   }
@@ -130,19 +198,75 @@ export async function startBusyLoop(busyLoopBin: string, seconds = 200): Promise
   return { child, note };
 }
 
-/** The short commit of HEAD and whether src/, ffi/ or cli/ have local changes. */
-export function gitState(root: string): { commit: string; dirty: boolean } {
+/** The short commit of HEAD and whether `paths` (default src/, ffi/, cli/) have local changes. */
+export function gitState(root: string, paths: string[] = ["src", "ffi", "cli"]): { commit: string; dirty: boolean } {
   const git = (args: string[]) => {
     const r = spawnSync(["git", ...args], { cwd: root, stderr: "ignore" });
     return r.success ? r.stdout.toString().trim() : "";
   };
-  return { commit: git(["rev-parse", "--short", "HEAD"]) || "unknown", dirty: git(["status", "--porcelain", "--", "src", "ffi", "cli"]) !== "" };
+  return { commit: git(["rev-parse", "--short", "HEAD"]) || "unknown", dirty: git(["status", "--porcelain", "--", ...paths]) !== "" };
+}
+
+/**
+ * Hard stop: after `ms`, print "`name`: watchdog: still running after
+ * `minutes` minutes, giving up", SIGKILL every {@link children} entry, run
+ * `cleanup` and exit with code 3. The timer does not keep the process alive.
+ */
+export function armWatchdog(name: string, ms: number, cleanup: () => void): void {
+  const watchdog = setTimeout(() => {
+    console.error(`${name}: watchdog: still running after ${ms / 60_000} minutes, giving up`);
+    for (const c of children) c.proc.kill("SIGKILL");
+    cleanup();
+    process.exit(3);
+  }, ms);
+  watchdog.unref();
+}
+
+/**
+ * On SIGINT or SIGTERM: SIGTERM every {@link children} entry, then run
+ * `cleanup` and exit with code 130. With `graceMs`, the children first get
+ * that long to finish (e.g. servers removing their files), then SIGKILL and
+ * 200 ms more before the cleanup.
+ */
+export function onStopSignals(cleanup: () => void, graceMs?: number): void {
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    process.on(sig, () => {
+      for (const c of children) c.proc.kill("SIGTERM");
+      if (graceMs === undefined) {
+        cleanup();
+        process.exit(130);
+      }
+      setTimeout(() => {
+        for (const c of children) c.proc.kill("SIGKILL");
+        setTimeout(() => {
+          cleanup();
+          process.exit(130);
+        }, 200);
+      }, graceMs);
+    });
+  }
+}
+
+/** Run `main`, print what it throws (exit code 1), and exit with its code. */
+export async function runMain(main: () => Promise<number>): Promise<never> {
+  const code = await main().catch((error) => {
+    console.error(error);
+    return 1;
+  });
+  process.exit(code);
+}
+
+/** Remove the temporary directory `dir` and everything in it, if there is one. */
+export function removeTmp(dir: string): void {
+  if (dir && existsSync(dir)) rmSync(dir, { recursive: true, force: true });
 }
 
 // ------------------------------------------------------------ /proc probes
 
+/** The key under which {@link threadStats} files the main thread's CPU time. */
 export const MAIN_THREAD = "main thread";
 
+/** Per-thread CPU time of a process and how often its main thread blocked. */
 export interface ThreadStats {
   /** CPU time by thread name (the main thread as MAIN_THREAD), ns, from schedstat. */
   cpu: Map<string, number>;
@@ -150,6 +274,7 @@ export interface ThreadStats {
   mainBlocks: number;
 }
 
+/** CPU time by thread and main-thread blocks of process `pid`, from /proc (empty if it is gone). */
 export function threadStats(pid: number): ThreadStats {
   const cpu = new Map<string, number>();
   let mainBlocks = 0;
@@ -176,12 +301,19 @@ export function threadStats(pid: number): ThreadStats {
   return { cpu, mainBlocks };
 }
 
+/** Sum of the per-thread CPU times in `m` (ns). */
 export const totalCpu = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
 
+/** Per-thread CPU time spent between two {@link threadStats} snapshots (ns). */
 export function cpuDelta(before: Map<string, number>, after: Map<string, number>): Map<string, number> {
   const d = new Map<string, number>();
   for (const [k, v] of after) d.set(k, v - (before.get(k) ?? 0));
   return d;
+}
+
+/** The entries of /dev/shm now (empty if there is no /dev/shm). */
+export function shmEntries(): Set<string> {
+  return new Set(existsSync("/dev/shm") ? readdirSync("/dev/shm") : []);
 }
 
 /** Directories a libqb or qbun server made in /dev/shm (naming: qb-<server pid>-…). */
@@ -236,6 +368,7 @@ export function otherActivity(ownMarker: string): string[] {
 /** Sightings of other activity, sampled every 500 ms while the sampler runs. */
 const sightings: Array<{ at: number; what: string[] }> = [];
 
+/** Sample {@link otherActivity} every 500 ms (unref'd timer; clear it to stop). */
 export function startActivitySampler(ownMarker: string): Timer {
   const timer = setInterval(() => {
     const what = otherActivity(ownMarker);
@@ -245,6 +378,7 @@ export function startActivitySampler(ownMarker: string): Timer {
   return timer;
 }
 
+/** Other activity the sampler saw between the `performance.now()` times `from` and `to`. */
 export function sightingsBetween(from: number, to: number): string[] {
   const what = new Set<string>();
   for (const s of sightings) if (s.at >= from && s.at <= to) for (const w of s.what) what.add(w);
@@ -296,6 +430,7 @@ export function parseKv(line: string): Record<string, number> {
   return out;
 }
 
+/** Median of `values` (mean of the middle two for an even count); NaN if empty. */
 export function median(values: number[]): number {
   const s = Float64Array.from(values).sort();
   if (s.length === 0) return NaN;
@@ -303,13 +438,19 @@ export function median(values: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
+/** `items` rotated left by `by` places (the interleaving order of round `by`). */
 export function rotate<T>(items: T[], by: number): T[] {
   const k = by % items.length;
   return [...items.slice(k), ...items.slice(0, k)];
 }
 
+/** Nanoseconds as microseconds: 2 decimals below 10 µs, 1 above; "—" for NaN. */
 export const us = (ns: number) => (Number.isNaN(ns) ? "—" : (ns / 1000).toFixed(ns < 10_000 ? 2 : 1));
+/** A rounded integer with thousands separators; "—" for NaN. */
 export const fmtInt = (x: number) => (Number.isNaN(x) ? "—" : Math.round(x).toLocaleString("en-US"));
+/** Bytes per second as "N.NN GB/s". */
 export const gbs = (x: number) => (x / 1e9).toFixed(2) + " GB/s";
+/** KiB as MiB with one decimal. */
 export const mb = (kb: number) => (kb / 1024).toFixed(1);
+/** A ratio as "N.NN×"; "—" for NaN. */
 export const x2 = (r: number) => (Number.isNaN(r) ? "—" : r.toFixed(2) + "×");

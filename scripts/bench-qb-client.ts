@@ -73,24 +73,33 @@
  * or Ctrl-C.
  */
 import { spawnSync } from "bun";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import {
+  armWatchdog,
   Child,
   children,
   cleanShmOf,
+  commandLine,
   compilePeer,
+  type Condition,
   fmtInt,
   foreignCpuProbe,
   gbs,
   gitState,
   median,
+  onStopSignals,
   otherActivity,
+  parseArgs,
   parseKv,
+  positiveIntOption,
+  removeTmp,
   rotate,
+  runMain,
   sightingsBetween,
   startActivitySampler,
+  shmEntries,
   startBusyLoop,
   threadStats,
   totalCpu,
@@ -466,7 +475,6 @@ async function driverMain(): Promise<void> {
 
 // =================================================================== options
 
-type Condition = "idle" | "busy";
 type Transport = "shm" | "socket";
 type ClientKind = "libqb" | "qbun";
 
@@ -505,28 +513,15 @@ function parseOptions(argv: string[]): Options {
     throughputIters: 100,
     loadMs: 250,
   };
-  const only: Condition[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === "--idle") only.push("idle");
-    else if (a === "--busy") only.push("busy");
-    else if (a === "--rounds") {
-      const v = Number(argv[++i]);
-      if (!Number.isInteger(v) || v <= 0 || v > 100) {
-        console.error("--rounds needs a positive integer ≤ 100");
-        process.exit(2);
-      }
-      o.rounds = v;
-    } else if (a === "--no-socket") o.transports = ["shm"];
+  const conditions = parseArgs(argv, usage, (a, next) => {
+    if (a === "--rounds") o.rounds = positiveIntOption(next(), a, 100);
+    else if (a === "--no-socket") o.transports = ["shm"];
     else if (a === "--no-diag") o.diag = false;
     else if (a === "--no-big") o.big = false;
-    else if (a === "--help" || a === "-h") usage();
-    else {
-      console.error(`unknown option ${a} (try --help)`);
-      process.exit(2);
-    }
-  }
-  if (only.length > 0) o.conditions = (["idle", "busy"] as const).filter((c) => only.includes(c));
+    else return false;
+    return true;
+  });
+  if (conditions) o.conditions = conditions;
   return o;
 }
 
@@ -940,7 +935,7 @@ async function benchMain(): Promise<number> {
   const o = parseOptions(process.argv.slice(2));
   const runStart = performance.now();
   const loadAtStart = os.loadavg();
-  const shmAtStart = new Set(existsSync("/dev/shm") ? readdirSync("/dev/shm") : []);
+  const shmAtStart = shmEntries();
   const othersAtStart = otherActivity(marker);
   const sampler = startActivitySampler(marker);
   tmp = mkdtempSync(join(os.tmpdir(), "qbun-bench-qb-client-"));
@@ -956,7 +951,7 @@ async function benchMain(): Promise<number> {
     const header = [
       `### Run: ${new Date().toISOString().slice(0, 10)}`,
       "",
-      `- command: \`bun scripts/bench-qb-client.ts${process.argv.length > 2 ? " " + process.argv.slice(2).join(" ") : ""}\``,
+      `- command: \`${commandLine("bench-qb-client.ts")}\``,
       `- machine: ${os.availableParallelism()} vCPUs (${os.cpus()[0]?.model ?? "unknown CPU"}), Linux ${os.release()}, Bun ${Bun.version}, libqb ${libqb}`,
       `- load average at start: ${loadAtStart.map((x) => x.toFixed(2)).join(" ")}`,
       `- qbun: commit ${commit}${dirty ? " plus uncommitted changes in src/, ffi/ or cli/" : ""}`,
@@ -991,7 +986,7 @@ async function benchMain(): Promise<number> {
     clearInterval(sampler);
     for (const c of [...children]) await c.stop().catch(() => {});
     cleanShmOf(serverPids, shmAtStart);
-    if (tmp && existsSync(tmp)) rmSync(tmp, { recursive: true, force: true });
+    removeTmp(tmp);
   }
 }
 
@@ -999,30 +994,11 @@ if (process.argv[2] === "--driver") {
   await driverMain();
 } else {
   // Hard stop: the script must end by itself even if a peer hangs.
-  const watchdog = setTimeout(() => {
-    console.error("bench-qb-client: watchdog: still running after 6 minutes, giving up");
-    for (const c of children) c.proc.kill("SIGKILL");
+  const cleanUp = () => {
     cleanShmOf(serverPids, new Set());
     if (tmp) rmSync(tmp, { recursive: true, force: true });
-    process.exit(3);
-  }, 360_000);
-  watchdog.unref();
-  for (const sig of ["SIGINT", "SIGTERM"] as const) {
-    process.on(sig, () => {
-      for (const c of children) c.proc.kill("SIGTERM");
-      setTimeout(() => {
-        for (const c of children) c.proc.kill("SIGKILL");
-        setTimeout(() => {
-          cleanShmOf(serverPids, new Set());
-          if (tmp) rmSync(tmp, { recursive: true, force: true });
-          process.exit(130);
-        }, 200);
-      }, 1500);
-    });
-  }
-  const code = await benchMain().catch((error) => {
-    console.error(error);
-    return 1;
-  });
-  process.exit(code);
+  };
+  armWatchdog("bench-qb-client", 360_000, cleanUp);
+  onStopSignals(cleanUp, 1500);
+  await runMain(benchMain);
 }

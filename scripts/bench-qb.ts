@@ -49,14 +49,17 @@
  * on error or Ctrl-C.
  */
 import { spawnSync } from "bun";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync, statSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync, statSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import {
+  armWatchdog,
   Child,
   children,
   cleanShmOf,
+  commandLine,
   compilePeer,
+  type Condition,
   cpuDelta,
   fmtInt,
   foreignCpuProbe,
@@ -65,13 +68,19 @@ import {
   MAIN_THREAD,
   mb,
   median,
+  onStopSignals,
   otherActivity as otherActivityOf,
+  parseArgs,
   parseKv,
+  positiveIntOption,
+  removeTmp,
   rotate,
+  runMain,
   sightingsBetween,
   startActivitySampler as startActivitySamplerOf,
   startBusyLoop,
   shmDirsOf,
+  shmEntries,
   threadStats,
   totalCpu,
   us,
@@ -80,7 +89,6 @@ import {
 
 // ------------------------------------------------------------------ options
 
-type Condition = "idle" | "busy";
 type Transport = "shm" | "socket";
 
 interface Options {
@@ -118,30 +126,15 @@ function parseOptions(argv: string[]): Options {
     throughputIters: 100,
     loadMs: 250,
   };
-  const only: Condition[] = [];
-  const int = (i: number, name: string, max: number): number => {
-    const v = Number(argv[i]);
-    if (!Number.isInteger(v) || v <= 0 || v > max) {
-      console.error(`${name} needs a positive integer ≤ ${max}`);
-      process.exit(2);
-    }
-    return v;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === "--idle") only.push("idle");
-    else if (a === "--busy") only.push("busy");
-    else if (a === "--rounds") o.rounds = int(++i, a, 100);
-    else if (a === "--conns") o.conns = int(++i, a, 5000);
+  const conditions = parseArgs(argv, usage, (a, next) => {
+    if (a === "--rounds") o.rounds = positiveIntOption(next(), a, 100);
+    else if (a === "--conns") o.conns = positiveIntOption(next(), a, 5000);
     else if (a === "--no-socket") o.transports = ["shm"];
     else if (a === "--no-memory") o.memory = false;
-    else if (a === "--help" || a === "-h") usage();
-    else {
-      console.error(`unknown option ${a} (try --help)`);
-      process.exit(2);
-    }
-  }
-  if (only.length > 0) o.conditions = (["idle", "busy"] as const).filter((c) => only.includes(c));
+    else return false;
+    return true;
+  });
+  if (conditions) o.conditions = conditions;
   return o;
 }
 
@@ -636,7 +629,7 @@ async function main(): Promise<number> {
   const o = parseOptions(process.argv.slice(2));
   const runStart = performance.now();
   const loadAtStart = os.loadavg();
-  const shmAtStart = new Set(existsSync("/dev/shm") ? readdirSync("/dev/shm") : []);
+  const shmAtStart = shmEntries();
   const othersAtStart = otherActivity();
   const sampler = startActivitySampler();
   tmp = mkdtempSync(join(os.tmpdir(), "qbun-bench-qb-"));
@@ -651,7 +644,7 @@ async function main(): Promise<number> {
     const header = [
       `### Run: ${new Date().toISOString().slice(0, 10)}`,
       "",
-      `- command: \`bun scripts/bench-qb.ts${process.argv.length > 2 ? " " + process.argv.slice(2).join(" ") : ""}\``,
+      `- command: \`${commandLine("bench-qb.ts")}\``,
       `- machine: ${os.availableParallelism()} vCPUs (${os.cpus()[0]?.model ?? "unknown CPU"}), Linux ${os.release()}, Bun ${Bun.version}, libqb ${libqb}`,
       `- load average at start: ${loadAtStart.map((x) => x.toFixed(2)).join(" ")}`,
       `- qbun: commit ${commit}${dirty ? " plus uncommitted changes in src/, ffi/ or cli/" : ""}`,
@@ -693,7 +686,7 @@ async function main(): Promise<number> {
     for (const s of servers) await stopServer(s).catch(() => {});
     for (const c of [...children]) await c.stop().catch(() => {});
     cleanShm(shmAtStart);
-    if (tmp && existsSync(tmp)) rmSync(tmp, { recursive: true, force: true });
+    removeTmp(tmp);
   }
 }
 
@@ -703,32 +696,12 @@ function cleanShm(atStart: Set<string>): string[] {
 }
 
 // Hard stop: the script must end by itself even if a peer hangs.
-const watchdog = setTimeout(() => {
-  console.error("bench-qb: watchdog: still running after 8 minutes, giving up");
-  for (const c of children) c.proc.kill("SIGKILL");
+const cleanUp = () => {
   cleanShm(new Set());
   if (tmp) rmSync(tmp, { recursive: true, force: true });
-  process.exit(3);
-}, 480_000);
-watchdog.unref();
+};
+armWatchdog("bench-qb", 480_000, cleanUp);
+// Servers get a moment to remove their connections' files; then whatever is left goes.
+onStopSignals(cleanUp, 1500);
 
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.on(sig, () => {
-    // Servers get a moment to remove their connections' files; then whatever is left goes.
-    for (const c of children) c.proc.kill("SIGTERM");
-    setTimeout(() => {
-      for (const c of children) c.proc.kill("SIGKILL");
-      setTimeout(() => {
-        cleanShm(new Set());
-        if (tmp) rmSync(tmp, { recursive: true, force: true });
-        process.exit(130);
-      }, 200);
-    }, 1500);
-  });
-}
-
-const code = await main().catch((error) => {
-  console.error(error);
-  return 1;
-});
-process.exit(code);
+await runMain(main);

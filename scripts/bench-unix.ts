@@ -41,10 +41,28 @@
  * The C helpers in scripts/peers/ are compiled with gcc -O2 into a temporary
  * directory; every process, socket and file is removed at the end.
  */
-import { spawnSync, type Subprocess } from "bun";
-import { mkdtempSync, readdirSync, readlinkSync, rmSync, existsSync } from "node:fs";
+import { mkdtempSync, readdirSync, readlinkSync, rmSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
+import {
+  armWatchdog,
+  Child,
+  children,
+  commandLine,
+  compilePeer,
+  type Condition,
+  gitState,
+  median,
+  onStopSignals,
+  parseArgs,
+  positiveIntOption,
+  removeTmp,
+  rotate,
+  runMain,
+  startBusyLoop,
+  us,
+  x2,
+} from "./bench-lib.ts";
 import type { FdResult, FdRunner, FdSpec, Kind, LatencyRunner, LatencySpec } from "./bench-unix-child.ts";
 
 // ------------------------------------------------------------------ options
@@ -57,8 +75,6 @@ interface Options {
   fds: number;
   warmup: number;
 }
-
-type Condition = "idle" | "busy";
 
 function usage(): never {
   console.log(`usage: bun scripts/bench-unix.ts [options]
@@ -75,133 +91,23 @@ function usage(): never {
 
 function parseOptions(argv: string[]): Options {
   const o: Options = { conditions: ["idle", "busy"], rounds: 40, iters: 1000, itersLarge: 300, fds: 10000, warmup: 300 };
-  const only: Condition[] = [];
-  const int = (i: number, name: string): number => {
-    const v = Number(argv[i]);
-    if (!Number.isInteger(v) || v <= 0 || v > 1_000_000) {
-      console.error(`${name} needs a positive integer`);
-      process.exit(2);
-    }
-    return v;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === "--idle") only.push("idle");
-    else if (a === "--busy") only.push("busy");
-    else if (a === "--rounds") o.rounds = int(++i, a);
-    else if (a === "--iters") o.iters = int(++i, a);
-    else if (a === "--iters-large") o.itersLarge = int(++i, a);
-    else if (a === "--fds") o.fds = int(++i, a);
-    else if (a === "--help" || a === "-h") usage();
-    else {
-      console.error(`unknown option ${a} (try --help)`);
-      process.exit(2);
-    }
-  }
-  if (only.length > 0) o.conditions = (["idle", "busy"] as const).filter((c) => only.includes(c));
+  const int = (v: string | undefined, name: string) => positiveIntOption(v, name, 1_000_000, `${name} needs a positive integer`);
+  const conditions = parseArgs(argv, usage, (a, next) => {
+    if (a === "--rounds") o.rounds = int(next(), a);
+    else if (a === "--iters") o.iters = int(next(), a);
+    else if (a === "--iters-large") o.itersLarge = int(next(), a);
+    else if (a === "--fds") o.fds = int(next(), a);
+    else return false;
+    return true;
+  });
+  if (conditions) o.conditions = conditions;
   return o;
 }
 
 // ---------------------------------------------------------------- processes
 
-/** A child process whose stdout is read line by line. */
-class Child {
-  readonly name: string;
-  readonly proc: Subprocess<"pipe" | "ignore", "pipe", "inherit">;
-  #lines: string[] = [];
-  #waiters: Array<(line: string | null) => void> = [];
-  #ended = false;
-
-  constructor(name: string, cmd: string[], stdin: "pipe" | "ignore", env?: Record<string, string | undefined>) {
-    this.name = name;
-    this.proc = Bun.spawn(cmd, { stdin, stdout: "pipe", stderr: "inherit", env });
-    children.add(this);
-    void this.#pump();
-  }
-
-  async #pump(): Promise<void> {
-    const decoder = new TextDecoder();
-    let buf = "";
-    try {
-      for await (const chunk of this.proc.stdout) {
-        buf += decoder.decode(chunk, { stream: true });
-        let nl: number;
-        while ((nl = buf.indexOf("\n")) >= 0) {
-          this.#deliver(buf.slice(0, nl));
-          buf = buf.slice(nl + 1);
-        }
-      }
-    } catch {
-      // stream torn down at kill: treat as end
-    }
-    this.#ended = true;
-    for (const w of this.#waiters.splice(0)) w(null);
-  }
-
-  #deliver(line: string): void {
-    const w = this.#waiters.shift();
-    if (w) w(line);
-    else this.#lines.push(line);
-  }
-
-  /** The next stdout line; rejects if the child ends or stays silent too long. */
-  nextLine(timeoutMs = 60_000): Promise<string> {
-    const ready = this.#lines.shift();
-    if (ready !== undefined) return Promise.resolve(ready);
-    if (this.#ended) return Promise.reject(new Error(`${this.name} exited (code ${this.proc.exitCode})`));
-    const { promise, resolve, reject } = Promise.withResolvers<string>();
-    const timer = setTimeout(() => {
-      const i = this.#waiters.indexOf(onLine);
-      if (i >= 0) this.#waiters.splice(i, 1);
-      reject(new Error(`${this.name}: no output for ${timeoutMs} ms`));
-    }, timeoutMs);
-    const onLine = (line: string | null) => {
-      clearTimeout(timer);
-      if (line === null) reject(new Error(`${this.name} exited (code ${this.proc.exitCode})`));
-      else resolve(line);
-    };
-    this.#waiters.push(onLine);
-    return promise;
-  }
-
-  async expect(prefix: string): Promise<string> {
-    const line = await this.nextLine();
-    if (!line.startsWith(prefix)) throw new Error(`${this.name}: expected "${prefix}", got "${line.slice(0, 80)}"`);
-    return line;
-  }
-
-  send(text: string): void {
-    const stdin = this.proc.stdin;
-    if (!stdin || typeof stdin === "number") throw new Error(`${this.name} has no stdin pipe`);
-    stdin.write(text);
-    stdin.flush();
-  }
-
-  get alive(): boolean {
-    return this.proc.exitCode === null && this.proc.signalCode === null;
-  }
-
-  async stop(): Promise<void> {
-    children.delete(this);
-    if (this.alive) this.proc.kill("SIGTERM");
-    const exited = await Promise.race([this.proc.exited.then(() => true), Bun.sleep(2000).then(() => false)]);
-    if (!exited) {
-      this.proc.kill("SIGKILL");
-      await this.proc.exited;
-    }
-    // Close our end of its stdin now rather than whenever the GC gets to it.
-    const stdin = this.proc.stdin;
-    if (stdin && typeof stdin !== "number") {
-      try {
-        await stdin.end();
-      } catch {
-        // already closed
-      }
-    }
-  }
-}
-
-const children = new Set<Child>();
+/** How long to wait for a line from a child before giving up. */
+const LINE_TIMEOUT_MS = 60_000;
 
 /**
  * A Bun child running scripts/bench-unix-child.ts on qbun's default reactor
@@ -223,7 +129,7 @@ class QbunHost {
     const env: Record<string, string | undefined> = { ...process.env };
     delete env.QBUN_REACTOR;
     if (backend !== "default") env.QBUN_REACTOR = backend;
-    const child = new Child(`JS child (${backend})`, [process.execPath, join(import.meta.dir, "bench-unix-child.ts")], "pipe", env);
+    const child = new Child(`JS child (${backend})`, [process.execPath, join(import.meta.dir, "bench-unix-child.ts")], "pipe", env, LINE_TIMEOUT_MS);
     const line = await child.nextLine();
     if (!line.startsWith("READY ")) {
       await child.stop();
@@ -293,15 +199,7 @@ function pct(sorted: Float64Array, q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
 }
 
-function median(values: number[]): number {
-  const s = Float64Array.from(values).sort();
-  if (s.length === 0) return NaN;
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-const us = (ns: number) => (Number.isNaN(ns) ? "—" : (ns / 1000).toFixed(ns < 10_000 ? 2 : 1));
-const ratio = (a: number, b: number) => (Number.isNaN(a / b) ? "—" : (a / b).toFixed(2) + "×");
+const ratio = (a: number, b: number) => x2(a / b);
 
 // ----------------------------------------------------------- latency variants
 
@@ -348,7 +246,7 @@ function cClient(key: string, label: string, group: Group, args: string[], iters
   return {
     key, label, short: "C", reactor: "—", group, iters,
     async setup() {
-      child = new Child(label, [bin("ping-client"), ...args], "pipe");
+      child = new Child(label, [bin("ping-client"), ...args], "pipe", undefined, LINE_TIMEOUT_MS);
       await child.expect("READY");
     },
     async run(n) {
@@ -403,7 +301,7 @@ function fdToC(host: QbunHost, kind: Kind, batch: number, address: string): FdVa
     receiver: "C fd-sink, other process",
     reactor: host.backend,
     async setup() {
-      sink = new Child(`fd-sink ${kind}`, [bin("fd-sink"), kind, address], "ignore");
+      sink = new Child(`fd-sink ${kind}`, [bin("fd-sink"), kind, address], "ignore", undefined, LINE_TIMEOUT_MS);
       await sink.expect("READY");
       await runner.setup();
     },
@@ -469,16 +367,7 @@ let tmp = "";
 const bin = (name: string) => join(tmp, name);
 
 function compilePeers(): void {
-  const peers = join(import.meta.dir, "peers");
-  for (const name of ["echo-peer", "ping-client", "fd-sink", "busy-loop"]) {
-    const r = spawnSync(["gcc", "-O2", "-Wall", "-pthread", "-o", bin(name), join(peers, `${name}.c`)], { stderr: "pipe" });
-    if (!r.success) throw new Error(`gcc failed for ${name}.c:\n${r.stderr.toString()}`);
-  }
-}
-
-function rotate<T>(items: T[], by: number): T[] {
-  const k = by % items.length;
-  return [...items.slice(k), ...items.slice(0, k)];
+  for (const name of ["echo-peer", "ping-client", "fd-sink", "busy-loop"]) compilePeer(tmp, name);
 }
 
 async function runCondition(condition: Condition, opts: Options, lat: LatencyVariant[], fdv: FdVariant[]): Promise<ConditionResult> {
@@ -486,20 +375,10 @@ async function runCondition(condition: Condition, opts: Options, lat: LatencyVar
   let busy: Child | undefined;
   let busyNote = "nothing else running (machine idle)";
   if (condition === "busy") {
-    const cpus = os.availableParallelism();
-    const cpu = cpus - 1;
     // Normal priority, pinned: the scheduler then keeps the measured threads
     // on the other CPU(s), where every wake-up is a switch on a running CPU.
     // Bounded by time (170 s) as well as stopped explicitly below.
-    busy = new Child("busy-loop", [bin("busy-loop"), String(cpus > 1 ? cpu : -1), "170", "0"], "ignore");
-    await busy.expect("READY");
-    // Let the scheduler's load tracking see the loop (PELT ramps up over
-    // ~100 ms) before measuring; otherwise the first rounds still place
-    // threads on the busy CPU.
-    await Bun.sleep(1500);
-    busyNote = cpus > 1
-      ? `a busy loop (nice 0) pinned to CPU ${cpu} of ${cpus} for the whole condition`
-      : "a busy loop (nice 0), but with only 1 CPU it competes with the benchmark";
+    ({ child: busy, note: busyNote } = await startBusyLoop(bin("busy-loop"), 170));
   }
   try {
     for (const v of lat) await v.setup();
@@ -670,7 +549,7 @@ async function main(): Promise<number> {
     const echoStream = join(tmp, "echo-stream.sock");
     const echoDgram = join(tmp, "echo-dgram.sock");
     for (const [name, kind, addr] of [["echo-peer stream", "stream", echoStream], ["echo-peer dgram", "dgram", echoDgram]] as const) {
-      const c = new Child(name, [bin("echo-peer"), kind, addr], "ignore");
+      const c = new Child(name, [bin("echo-peer"), kind, addr], "ignore", undefined, LINE_TIMEOUT_MS);
       started.push(c);
       await c.expect("READY");
     }
@@ -733,16 +612,11 @@ async function main(): Promise<number> {
     };
 
     const cpuModel = os.cpus()[0]?.model ?? "unknown CPU";
-    const git = (args: string[]) => {
-      const r = spawnSync(["git", ...args], { cwd: join(import.meta.dir, ".."), stderr: "ignore" });
-      return r.success ? r.stdout.toString().trim() : "";
-    };
-    const commit = git(["rev-parse", "--short", "HEAD"]) || "unknown";
-    const dirty = git(["status", "--porcelain", "--", "src", "ffi"]);
+    const { commit, dirty } = gitState(join(import.meta.dir, ".."), ["src", "ffi"]);
     const header = [
       `## bench-unix — ${new Date().toISOString().slice(0, 10)}`,
       "",
-      `- command: \`bun scripts/bench-unix.ts${process.argv.length > 2 ? " " + process.argv.slice(2).join(" ") : ""}\``,
+      `- command: \`${commandLine("bench-unix.ts")}\``,
       `- machine: ${os.availableParallelism()} vCPUs (${cpuModel}), Linux ${os.release()}, Bun ${Bun.version}`,
       `- load average at start: ${loadAtStart.map((x) => x.toFixed(2)).join(" ")}`,
       `- qbun: commit ${commit}${dirty ? " plus uncommitted changes in src/ or ffi/" : ""}`,
@@ -780,29 +654,16 @@ async function main(): Promise<number> {
   } finally {
     for (const h of hosts) await h.stop().catch(() => {});
     for (const c of [...started, ...children]) await c.stop().catch(() => {});
-    if (tmp && existsSync(tmp)) rmSync(tmp, { recursive: true, force: true });
+    removeTmp(tmp);
   }
 }
 
 // Hard stop: the script must end by itself even if a peer hangs.
-const watchdog = setTimeout(() => {
-  console.error("bench-unix: watchdog: still running after 5 minutes, giving up");
-  for (const c of children) c.proc.kill("SIGKILL");
+armWatchdog("bench-unix", 300_000, () => {
   if (tmp) rmSync(tmp, { recursive: true, force: true });
-  process.exit(3);
-}, 300_000);
-watchdog.unref();
-
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.on(sig, () => {
-    for (const c of children) c.proc.kill("SIGTERM");
-    if (tmp) rmSync(tmp, { recursive: true, force: true });
-    process.exit(130);
-  });
-}
-
-const code = await main().catch((error) => {
-  console.error(error);
-  return 1;
 });
-process.exit(code);
+onStopSignals(() => {
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+});
+
+await runMain(main);
