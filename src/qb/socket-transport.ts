@@ -25,8 +25,6 @@ export class SocketServerTransport implements ServerTransport {
   readonly #dir: string;
   /** Aborted when the client leaves (PeerGoneError) or the transport closes. */
   readonly #gone = new AbortController();
-  #responseConnected = false;
-  #eventConnected = false;
   #closed = false;
 
   constructor(setup: TransportSetup) {
@@ -89,23 +87,27 @@ export class SocketServerTransport implements ServerTransport {
 
   releaseResponses(): void {}
 
-  async writeResponse(parts: readonly Uint8Array[]): Promise<boolean> {
-    if (!this.#responseConnected) {
-      await connectWithRetry(this.#requests, `${this.#base}-response`);
-      this.#responseConnected = true;
-    }
-    await this.#requests.send(concatParts(parts));
-    Atomics.add(this.#counters, Control.RESPONSE_SENT, 1);
-    return true;
+  writeResponse(parts: readonly Uint8Array[]): Promise<boolean> {
+    return this.#send(this.#requests, `${this.#base}-response`, Control.RESPONSE_SENT, parts);
   }
 
-  async writeEvent(parts: readonly Uint8Array[]): Promise<boolean> {
-    if (!this.#eventConnected) {
-      await connectWithRetry(this.#events, `${this.#base}-event`);
-      this.#eventConnected = true;
+  writeEvent(parts: readonly Uint8Array[]): Promise<boolean> {
+    return this.#send(this.#events, `${this.#base}-event`, Control.EVENT_SENT, parts);
+  }
+
+  /** Sockets already connected to the client's (they connect on first use, as libqb's do). */
+  readonly #connected = new Set<UnixDatagram>();
+
+  /** One datagram to the client's `peer` socket, counted in the control file's `counter` slot. */
+  async #send(socket: UnixDatagram, peer: string, counter: number, parts: readonly Uint8Array[]): Promise<boolean> {
+    // Gathered into a new buffer now: the caller may reuse its parts while we connect.
+    const datagram = parts.length === 1 ? parts[0]!.slice() : concatParts(parts);
+    if (!this.#connected.has(socket)) {
+      await connectWithRetry(socket, peer);
+      this.#connected.add(socket);
     }
-    await this.#events.send(concatParts(parts));
-    Atomics.add(this.#counters, Control.EVENT_SENT, 1);
+    await socket.send(datagram);
+    Atomics.add(this.#counters, counter, 1);
     return true;
   }
 
