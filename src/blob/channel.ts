@@ -1,0 +1,419 @@
+/**
+ * BlobChannel: hands blobs to another process over a unix seqpacket socket.
+ * Only the fd and a 40-byte header move, so the cost does not grow with the
+ * blob. The consumer acknowledges each blob when it has mapped it and again
+ * when it has released it, so the producer knows when its memory is free.
+ * @module
+ */
+import * as v from "valibot";
+import { check, ClosedError, QbunArgumentError } from "../../ffi/errors.ts";
+import { OwnedFd } from "../../ffi/fd.ts";
+import { loadNative } from "../../ffi/native.ts";
+import type { AddressInput } from "../unix/address.ts";
+import type { ConnectOptions } from "../unix/connect.ts";
+import { UnixSeqpacket } from "../unix/seqpacket.ts";
+import type { ReceivedMessage } from "../unix/socket.ts";
+import { BlobChannelClosedError, BlobDescriptorError, BlobProtocolError, BlobRefusedError, type BlobDescriptorProblem } from "./errors.ts";
+import { BlobReader, DEFAULT_MAX_READ_SIZE } from "./reader.ts";
+import type { ShmBlob } from "./shm-blob.ts";
+import { decodeFrame, DEFAULT_MAX_METADATA, encodeFrame, FrameType, HEADER_SIZE, type Frame } from "./wire.ts";
+
+/** Options for a {@link BlobChannel}. */
+export interface BlobChannelOptions {
+  /** Refuse received blobs larger than this (default 1 TiB). */
+  maxBlobSize?: number;
+  /** Refuse received blobs that are not sealed (default false: unsealed ones are mapped with the SIGBUS guard). */
+  requireSealed?: boolean;
+  /** Most metadata bytes per blob, sent or received (default 16 KiB). */
+  maxMetadataBytes?: number;
+  /** Offers received but not yet taken by `receive()` before more are refused as `busy` (default 64). */
+  maxQueuedOffers?: number;
+}
+
+/** Options for {@link BlobChannel.send}. */
+export interface SendBlobOptions {
+  /** A JSON object sent along with the blob (the receiver sees it as {@link BlobReader.metadata}). */
+  metadata?: Record<string, unknown>;
+  /** Clean the blob up (release the producer's fd) once the consumer released or refused it, or went away. */
+  cleanupWhenReleased?: boolean;
+  /** Cancels a send that waits for room in the socket. */
+  signal?: AbortSignal;
+}
+
+/** How a delivery ended. */
+export type BlobReleaseOutcome = "released" | "refused" | "peer-gone" | "closed";
+
+const ChannelOptionsSchema = v.strictObject({
+  maxBlobSize: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
+  requireSealed: v.optional(v.boolean()),
+  maxMetadataBytes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(60 * 1024))),
+  maxQueuedOffers: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
+});
+
+interface DeliveryControl {
+  delivery: BlobDelivery;
+  mapped: PromiseWithResolvers<void>;
+  released: PromiseWithResolvers<BlobReleaseOutcome>;
+  isMapped: boolean;
+}
+
+/**
+ * One blob sent over a channel, as its producer sees it: when it was mapped,
+ * and when it was released. `mapped` rejects with BlobRefusedError if the
+ * consumer refused the descriptor, or BlobChannelClosedError if the channel
+ * ended first; `released` never rejects.
+ */
+export class BlobDelivery {
+  /** The blob's id. */
+  readonly id: string;
+  /** Its size. */
+  readonly size: number;
+  /** Settles once the consumer has mapped the blob. */
+  readonly mapped: Promise<void>;
+  /** Settles once the consumer has let go of the blob, with how. */
+  readonly released: Promise<BlobReleaseOutcome>;
+  #state: "sent" | "mapped" | BlobReleaseOutcome = "sent";
+
+  /** @internal */
+  constructor(id: string, size: number, mapped: Promise<void>, released: Promise<BlobReleaseOutcome>) {
+    this.id = id;
+    this.size = size;
+    this.mapped = mapped;
+    this.released = released;
+    mapped.catch(() => {}); // a caller interested only in `released` must not see an unhandled rejection
+  }
+
+  /** Where the delivery stands now. */
+  get state(): "sent" | "mapped" | BlobReleaseOutcome {
+    return this.#state;
+  }
+
+  /** @internal */
+  setState(state: "mapped" | BlobReleaseOutcome): void {
+    this.#state = state;
+  }
+}
+
+interface QueuedOffer {
+  frame: Frame;
+  fd: OwnedFd;
+}
+
+/**
+ * A channel that sends and receives blobs over a connected seqpacket socket
+ * (it takes the socket over). Either side may send; `receive()` maps what
+ * arrives read-only, after checking the fd against its announcement.
+ *
+ * A peer that breaks the protocol (bad frame, missing fd, ack for a blob it
+ * was never sent) is disconnected: pending receives reject with
+ * BlobProtocolError. A descriptor that does not match its announcement is
+ * refused on its own (the sender's `mapped` rejects with BlobRefusedError;
+ * this side's `receive` with BlobDescriptorError) and the channel carries on.
+ *
+ * An idle channel does not keep the process alive; one with a `receive()`
+ * or a delivery pending does.
+ *
+ * ```ts
+ * // producer
+ * await using channel = await BlobChannel.connect("\0frames");
+ * const delivery = await channel.send(blob, { metadata: { kind: "frame" }, cleanupWhenReleased: true });
+ * await delivery.released;
+ * // consumer
+ * using reader = await channel.receive();
+ * ```
+ */
+export class BlobChannel implements Disposable, AsyncDisposable {
+  readonly #socket: UnixSeqpacket;
+  readonly #maxBlobSize: number;
+  readonly #requireSealed: boolean;
+  readonly #maxMetadata: number;
+  readonly #maxQueued: number;
+  readonly #deliveries = new Map<string, DeliveryControl>();
+  readonly #offers: QueuedOffer[] = [];
+  readonly #waiters: Array<PromiseWithResolvers<QueuedOffer | null>> = [];
+  /** Ids received and mapped here, not yet released. */
+  readonly #held = new Set<string>();
+  #pumping = false;
+  /** undefined: open; null: ended cleanly; an error: ended by a protocol error. */
+  #ended: Error | null | undefined;
+
+  /** Take over a connected seqpacket socket. */
+  constructor(socket: UnixSeqpacket, options: BlobChannelOptions = {}) {
+    const result = v.safeParse(ChannelOptionsSchema, options);
+    if (!result.success) {
+      const issue = result.issues[0];
+      throw new QbunArgumentError(`BlobChannelOptions${issue.path ? `.${issue.path.map((p) => String(p.key)).join(".")}` : ""}: ${issue.message}`);
+    }
+    this.#socket = socket;
+    this.#maxBlobSize = options.maxBlobSize ?? DEFAULT_MAX_READ_SIZE;
+    this.#requireSealed = options.requireSealed ?? false;
+    this.#maxMetadata = options.maxMetadataBytes ?? DEFAULT_MAX_METADATA;
+    this.#maxQueued = options.maxQueuedOffers ?? 64;
+    socket.unref();
+  }
+
+  /** Connect to a listening seqpacket socket (e.g. `UnixListener.listen(addr, { type: "seqpacket" })`). */
+  static async connect(address: AddressInput, options: BlobChannelOptions & ConnectOptions = {}): Promise<BlobChannel> {
+    const { signal, timeout, ...channelOptions } = options;
+    return new BlobChannel(await UnixSeqpacket.connect(address, { signal, timeout }), channelOptions);
+  }
+
+  /** Two connected channels (socketpair), e.g. for a worker or a forked child. */
+  static pair(options: BlobChannelOptions = {}): [BlobChannel, BlobChannel] {
+    const [a, b] = UnixSeqpacket.pair();
+    return [new BlobChannel(a, options), new BlobChannel(b, options)];
+  }
+
+  /** Deliveries sent and not yet released. */
+  get pending(): number {
+    return this.#deliveries.size;
+  }
+
+  /** Blobs received here and not yet released. */
+  get held(): number {
+    return this.#held.size;
+  }
+
+  /** Whether the channel has ended (closed here, peer gone, or protocol error). */
+  get closed(): boolean {
+    return this.#ended !== undefined;
+  }
+
+  /**
+   * Send a published blob: its read-only fd, id, size, seal state and
+   * metadata. Resolves once the descriptor is in the socket, with a
+   * {@link BlobDelivery} that tracks the acknowledgements.
+   *
+   * @throws BlobStaleError if the blob was cleaned up or expired; QbunArgumentError
+   *   if it is already in flight here or the metadata is too large; ClosedError once the channel ended
+   */
+  async send(blob: ShmBlob, options: SendBlobOptions = {}): Promise<BlobDelivery> {
+    if (this.#ended !== undefined) throw this.#ended ?? new ClosedError("blob channel");
+    // A dup travels, so a cleanup while the send waits for room cannot close (or recycle) the fd being sent.
+    using fd = new OwnedFd(check(loadNative().qbn_dup(blob.fd), "fcntl(F_DUPFD_CLOEXEC)"));
+    if (this.#deliveries.has(blob.id)) throw new QbunArgumentError(`blob ${blob.id} is already in flight on this channel: wait for its release`);
+    let metadata: Uint8Array | undefined;
+    if (options.metadata !== undefined) {
+      if (typeof options.metadata !== "object" || options.metadata === null || Array.isArray(options.metadata)) {
+        throw new QbunArgumentError("metadata must be a plain JSON object");
+      }
+      metadata = new TextEncoder().encode(JSON.stringify(options.metadata));
+      if (metadata.length > this.#maxMetadata) {
+        throw new QbunArgumentError(`metadata is ${metadata.length} bytes as JSON; this channel allows ${this.#maxMetadata} (maxMetadataBytes)`);
+      }
+    }
+    const frame = encodeFrame(FrameType.Offer, blob.id, { size: blob.size, sealed: blob.sealed, backend: blob.backend, metadata });
+    const control: DeliveryControl = {
+      mapped: Promise.withResolvers<void>(),
+      released: Promise.withResolvers<BlobReleaseOutcome>(),
+      isMapped: false,
+    } as DeliveryControl;
+    control.delivery = new BlobDelivery(blob.id, blob.size, control.mapped.promise, control.released.promise);
+    this.#deliveries.set(blob.id, control);
+    this.#activity();
+    try {
+      await this.#socket.send(frame, { fds: [fd], signal: options.signal });
+    } catch (error) {
+      if (this.#deliveries.get(blob.id) === control) this.#deliveries.delete(blob.id);
+      this.#activity();
+      throw error;
+    }
+    if (options.cleanupWhenReleased) void control.released.promise.then(() => blob.cleanup());
+    return control.delivery;
+  }
+
+  /**
+   * The next blob from the peer, mapped read-only (the peer is told it was
+   * mapped; closing the reader tells it the blob was released). Null once
+   * the peer has closed the channel.
+   *
+   * @throws BlobDescriptorError if the fd does not match its announcement (it is refused; the channel carries on);
+   *   BlobProtocolError if the peer broke the protocol (the channel is closed); AbortError from `signal`
+   */
+  async receive(options: { signal?: AbortSignal } = {}): Promise<BlobReader | null> {
+    const offer = this.#offers.shift() ?? (await this.#nextOffer(options.signal));
+    if (offer === null) return null;
+    const { frame, fd } = offer;
+    try {
+      const reader = BlobReader.openWith(
+        fd,
+        {
+          id: frame.id,
+          size: frame.size,
+          sealed: frame.sealed,
+          requireSealed: this.#requireSealed,
+          maxSize: this.#maxBlobSize,
+          metadata: frame.metadata,
+        },
+        () => {
+          this.#held.delete(frame.id);
+          this.#ack(FrameType.Released, frame.id);
+        },
+      );
+      this.#held.add(frame.id);
+      this.#ack(FrameType.Mapped, frame.id);
+      return reader;
+    } catch (error) {
+      fd.close();
+      if (error instanceof BlobDescriptorError) this.#ack(FrameType.Refused, frame.id, error.problem);
+      throw error;
+    }
+  }
+
+  /** Blobs until the peer closes the channel. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<BlobReader, void, void> {
+    for (;;) {
+      const reader = await this.receive();
+      if (reader === null) return;
+      yield reader;
+    }
+  }
+
+  /**
+   * Close the socket. Pending receives resolve null; deliveries not yet
+   * released settle as `closed`. Readers already received stay mapped until
+   * closed themselves. Idempotent.
+   */
+  close(): void {
+    if (this.#ended === undefined) this.#end(null, "closed");
+    this.#socket.close();
+  }
+
+  /** Same as {@link BlobChannel.close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /** Same as {@link BlobChannel.close}. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+  }
+
+  #nextOffer(signal: AbortSignal | undefined): Promise<QueuedOffer | null> {
+    if (this.#ended !== undefined) return this.#ended ? Promise.reject(this.#ended) : Promise.resolve(null);
+    signal?.throwIfAborted();
+    const waiter = Promise.withResolvers<QueuedOffer | null>();
+    this.#waiters.push(waiter);
+    if (signal) {
+      const onAbort = () => {
+        const at = this.#waiters.indexOf(waiter);
+        if (at >= 0) this.#waiters.splice(at, 1);
+        this.#activity();
+        waiter.reject(signal.reason);
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      void waiter.promise.then(
+        () => signal.removeEventListener("abort", onAbort),
+        () => signal.removeEventListener("abort", onAbort),
+      );
+    }
+    this.#activity();
+    return waiter.promise;
+  }
+
+  /** Keep the process alive exactly while someone waits on this channel; make sure the socket is being read. */
+  #activity(): void {
+    if (this.#ended !== undefined) return;
+    if (this.#waiters.length > 0 || this.#deliveries.size > 0) this.#socket.ref();
+    else this.#socket.unref();
+    if (!this.#pumping) {
+      this.#pumping = true;
+      void this.#pump();
+    }
+  }
+
+  async #pump(): Promise<void> {
+    const maxBytes = HEADER_SIZE + this.#maxMetadata + 1; // one more, so that a longer frame shows as truncated
+    try {
+      for (;;) {
+        const message = await this.#socket.receive({ maxBytes, maxFds: 1 });
+        if (this.#ended !== undefined) {
+          message?.[Symbol.dispose]();
+          return;
+        }
+        if (message === null) return this.#end(null, "peer-gone");
+        const problem = this.#handle(message);
+        if (problem !== undefined) {
+          message[Symbol.dispose]();
+          return this.#end(new BlobProtocolError(problem), "peer-gone");
+        }
+      }
+    } catch (error) {
+      if (this.#ended === undefined) this.#end(error instanceof Error ? error : new Error(String(error)), "peer-gone");
+    }
+  }
+
+  /** Act on one message; returns a protocol violation to disconnect for. */
+  #handle(message: ReceivedMessage): string | undefined {
+    if (message.truncated) return `a frame longer than ${HEADER_SIZE + this.#maxMetadata} bytes`;
+    const frame = decodeFrame(message.data, this.#maxMetadata);
+    if (typeof frame === "string") return frame;
+    if (frame.type === FrameType.Offer) {
+      if (message.fds.length !== 1 || message.controlTruncated) return `an offer with ${message.controlTruncated ? "too many" : message.fds.length} fds (one expected)`;
+      const fd = message.fds[0]!;
+      const refusal: BlobDescriptorProblem | undefined =
+        this.#held.has(frame.id) || this.#offers.some((o) => o.frame.id === frame.id)
+          ? "duplicate"
+          : this.#offers.length >= this.#maxQueued
+            ? "busy"
+            : undefined;
+      if (refusal) {
+        fd.close();
+        this.#ack(FrameType.Refused, frame.id, refusal);
+        return undefined;
+      }
+      const offer = { frame, fd };
+      const waiter = this.#waiters.shift();
+      if (waiter) waiter.resolve(offer);
+      else this.#offers.push(offer);
+      this.#activity();
+      return undefined;
+    }
+    if (message.fds.length > 0 || message.controlTruncated) return "an acknowledgement carrying fds";
+    const control = this.#deliveries.get(frame.id);
+    if (!control) return `an acknowledgement for blob ${frame.id}, which is not in flight on this channel`;
+    if (frame.type === FrameType.Mapped) {
+      if (control.isMapped) return `blob ${frame.id} acknowledged as mapped twice`;
+      control.isMapped = true;
+      control.delivery.setState("mapped");
+      control.mapped.resolve();
+      return undefined;
+    }
+    if (frame.type === FrameType.Released && !control.isMapped) return `blob ${frame.id} released before it was mapped`;
+    if (frame.type === FrameType.Refused && control.isMapped) return `blob ${frame.id} refused after it was mapped`;
+    const outcome = frame.type === FrameType.Released ? "released" : "refused";
+    if (frame.type === FrameType.Refused) control.mapped.reject(new BlobRefusedError(frame.id, frame.problem!));
+    this.#finish(frame.id, control, outcome);
+    return undefined;
+  }
+
+  #finish(id: string, control: DeliveryControl, outcome: BlobReleaseOutcome): void {
+    this.#deliveries.delete(id);
+    control.delivery.setState(outcome);
+    control.released.resolve(outcome);
+    this.#activity();
+  }
+
+  /** Send an acknowledgement; if the peer is gone there is nobody to tell. */
+  #ack(type: FrameType, id: string, problem?: BlobDescriptorProblem): void {
+    if (this.#ended !== undefined) return;
+    this.#socket.send(encodeFrame(type, id, { problem })).catch(() => {});
+  }
+
+  #end(error: Error | null, outcome: "peer-gone" | "closed"): void {
+    this.#ended = error;
+    for (const waiter of this.#waiters.splice(0)) {
+      if (error) waiter.reject(error);
+      else waiter.resolve(null);
+    }
+    for (const offer of this.#offers.splice(0)) offer.fd.close();
+    for (const [id, control] of [...this.#deliveries]) {
+      if (!control.isMapped) control.mapped.reject(new BlobChannelClosedError(id));
+      this.#deliveries.delete(id);
+      control.delivery.setState(outcome);
+      control.released.resolve(outcome);
+    }
+    // Nothing more can be said on an ended channel (a protocol breaker is disconnected, a gone peer cannot read).
+    this.#socket.close();
+  }
+}

@@ -1,0 +1,48 @@
+/**
+ * Blob ids and lifecycle tokens. An id is 128 random bits. A token is the id
+ * plus an HMAC of it under a per-allocator secret, so the allocator can tell
+ * a forged token from a stale one without remembering every token it ever
+ * issued (memory stays flat over millions of blobs).
+ * @module
+ */
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+
+/** `bytes` random bytes from the OS CSPRNG, as lowercase hex. */
+export function randomHex(bytes: number): string {
+  return randomBytes(bytes).toString("hex");
+}
+
+/** Length of an id in bytes (on the wire) and hex characters (in the API). */
+export const ID_BYTES = 16;
+const ID_RE = /^[0-9a-f]{32}$/;
+const MAC_BYTES = 16;
+
+/** Whether `id` has the shape of a blob id (32 lowercase hex digits). */
+export function isBlobId(id: unknown): id is string {
+  return typeof id === "string" && ID_RE.test(id);
+}
+
+/** Issues and checks tokens under one secret. */
+export class TokenMinter {
+  readonly #secret = randomBytes(32);
+
+  /** A token for `id`. */
+  mint(id: string): string {
+    return `${id}.${this.#mac(id).toString("base64url")}`;
+  }
+
+  /** The id a token names, or a description of why it is not genuine. */
+  verify(token: unknown): { id: string } | { problem: string } {
+    if (typeof token !== "string") return { problem: `expected a string, got ${typeof token}` };
+    const dot = token.indexOf(".");
+    const id = token.slice(0, dot);
+    if (dot !== 32 || !ID_RE.test(id)) return { problem: "malformed" };
+    const given = Buffer.from(token.slice(dot + 1), "base64url");
+    if (given.length !== MAC_BYTES || !timingSafeEqual(given, this.#mac(id))) return { problem: "bad signature" };
+    return { id };
+  }
+
+  #mac(id: string): Buffer {
+    return createHmac("sha256", this.#secret).update(id).digest().subarray(0, MAC_BYTES);
+  }
+}

@@ -1,0 +1,153 @@
+/**
+ * The consumer's side of a blob: a read-only mapping of a descriptor that
+ * was checked against what its sender announced.
+ * @module
+ */
+import { check, QbunSystemError } from "../../ffi/errors.ts";
+import { OwnedFd, type FdLike } from "../../ffi/fd.ts";
+import { loadNative } from "../../ffi/native.ts";
+import type { Mapping, ReadonlyBytes } from "../shm/mapping.ts";
+import { SharedMemory } from "../shm/shared-memory.ts";
+import { BlobDescriptorError } from "./errors.ts";
+
+const S_IFMT = 0o170000;
+const S_IFREG = 0o100000;
+const F_GET_SEALS = 1034;
+/** F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE: what "sealed" promises a reader. */
+const IMMUTABLE_SEALS = 2 | 4 | 8;
+/** Default ceiling on the size a reader accepts (1 TiB). */
+export const DEFAULT_MAX_READ_SIZE = 2 ** 40;
+
+/** What a reader is told to expect about a descriptor (checked before mapping). */
+export interface BlobExpectation {
+  /** The announced size in bytes: the file must have exactly this size. */
+  size?: number;
+  /** Announced as sealed: the file must carry the shrink, grow and write seals. */
+  sealed?: boolean;
+  /** Refuse anything not sealed, whatever was announced (default false). */
+  requireSealed?: boolean;
+  /** Refuse larger blobs (default 1 TiB). */
+  maxSize?: number;
+  /** The id it was announced under (reported back by {@link BlobReader.id}). */
+  id?: string;
+  /** Metadata it was announced with. */
+  metadata?: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * A blob mapped read-only. The view refuses writes in JS (it has no setters
+ * and is frozen), the mapping is `PROT_READ`, and the fd it came from is
+ * closed once mapped, so a reader holds one mapping and no fd.
+ *
+ * A sealed blob cannot change under the reader. An unsealed one (POSIX or
+ * temp-file backend) is mapped with the SIGBUS guard, so if its producer
+ * shrank it anyway, reads past the new end give zeros and
+ * {@link BlobReader.faulted} turns true instead of the process dying.
+ *
+ * ```ts
+ * using reader = BlobReader.open(fd, { size: 4096, sealed: true });
+ * const head = reader.view.slice(0, 16);
+ * ```
+ */
+export class BlobReader implements Disposable {
+  /** The id it was announced under, if any. */
+  readonly id: string | undefined;
+  /** Size in bytes. */
+  readonly size: number;
+  /** Whether the file is sealed against shrink, grow and write. */
+  readonly sealed: boolean;
+  /** Metadata sent with the blob (empty when none). */
+  readonly metadata: Readonly<Record<string, unknown>>;
+  readonly #mapping: Mapping;
+  readonly #view: ReadonlyBytes;
+  #onClose: (() => void) | undefined;
+
+  private constructor(mapping: Mapping, size: number, sealed: boolean, expected: BlobExpectation, onClose?: () => void) {
+    this.#mapping = mapping;
+    this.#view = Object.freeze(mapping.view) as ReadonlyBytes;
+    this.size = size;
+    this.sealed = sealed;
+    this.id = expected.id;
+    this.metadata = Object.freeze({ ...expected.metadata });
+    this.#onClose = onClose;
+  }
+
+  /**
+   * Check `fd` against `expected` and map it read-only. An {@link OwnedFd}
+   * is consumed (closed whether this succeeds or not); a raw number is left
+   * open for the caller.
+   *
+   * @throws BlobDescriptorError (`not-a-file`, `size-mismatch`, `not-sealed`, `too-large`, `map-failed`)
+   */
+  static open(fd: FdLike, expected: BlobExpectation = {}): BlobReader {
+    return BlobReader.openWith(fd, expected);
+  }
+
+  /** @internal open with a hook that runs once when the reader is closed. */
+  static openWith(fd: FdLike, expected: BlobExpectation, onClose?: () => void): BlobReader {
+    const native = loadNative();
+    using owned = typeof fd === "number" ? new OwnedFd(check(native.qbn_dup(fd), "fcntl(F_DUPFD_CLOEXEC)")) : fd;
+    const st = new BigInt64Array(6);
+    const rc = native.qbn_fstat(owned.fd, st);
+    if (rc < 0) throw new BlobDescriptorError("not-a-file", `fstat failed (${new QbunSystemError(-rc, "fstat").code})`);
+    if ((Number(st[1]!) & S_IFMT) !== S_IFREG) throw new BlobDescriptorError("not-a-file", "the fd is not a regular file (memfd, shm object or file)");
+    const size = Number(st[0]!);
+    const max = expected.maxSize ?? DEFAULT_MAX_READ_SIZE;
+    if (size > max) throw new BlobDescriptorError("too-large", `${size} bytes exceeds this reader's limit of ${max}`);
+    if (expected.size !== undefined && size !== expected.size) {
+      throw new BlobDescriptorError("size-mismatch", `announced ${expected.size} bytes, the file has ${size}`);
+    }
+    if (size === 0) throw new BlobDescriptorError("size-mismatch", "the file is empty");
+    const seals = native.qbn_fcntl(owned.fd, F_GET_SEALS, 0);
+    const sealed = seals >= 0 && (seals & IMMUTABLE_SEALS) === IMMUTABLE_SEALS;
+    if ((expected.sealed || expected.requireSealed) && !sealed) {
+      throw new BlobDescriptorError("not-sealed", expected.sealed ? "announced as sealed, but the file can still be written or resized" : "this reader requires sealed blobs");
+    }
+    let mapping: Mapping;
+    try {
+      using mem = SharedMemory.fromFd(owned);
+      mapping = mem.map({ access: "read-only", length: size, guard: !sealed });
+    } catch (error) {
+      throw new BlobDescriptorError("map-failed", error instanceof Error ? error.message : String(error));
+    }
+    return new BlobReader(mapping, size, sealed, expected, onClose);
+  }
+
+  /** Bounds-checked read access to the bytes (zero-copy; frozen, no setters). */
+  get view(): ReadonlyBytes {
+    if (this.#mapping.closed) void this.#mapping.view; // throws ClosedError
+    return this.#view;
+  }
+
+  /** Copy bytes from `start` into `target`; returns the count copied. */
+  copyTo(target: Uint8Array, start = 0): number {
+    return this.view.copyTo(target, start);
+  }
+
+  /** Whether the blob shrank under an unsealed mapping (reads past the new end gave zeros). */
+  get faulted(): boolean {
+    return this.#mapping.faulted;
+  }
+
+  /** Whether {@link BlobReader.close} was called. */
+  get closed(): boolean {
+    return this.#mapping.closed;
+  }
+
+  /**
+   * Unmap, and tell the sender (when it came over a {@link BlobChannel}) that
+   * the blob was released. Views taken earlier read as empty. Idempotent.
+   */
+  close(): void {
+    if (this.#mapping.closed) return;
+    this.#mapping.close();
+    const hook = this.#onClose;
+    this.#onClose = undefined;
+    hook?.();
+  }
+
+  /** Same as {@link BlobReader.close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
