@@ -20,6 +20,15 @@ export function mainHelp(commands: readonly Command[]): string {
     "Options:",
     "  -h, --help     Show help",
     "  -v, --version  Print qbun's version",
+    "",
+    "With no arguments in a terminal, qbun starts an interactive session (pick a service, call it,",
+    "watch it, run doctor). It never prompts when stdin is not a terminal.",
+    "",
+    "Exit codes (every command):",
+    "  0  done; for doctor: no check failed",
+    "  1  failed: the command ran and something went wrong (a refused connection, an error",
+    "     response from call, a failed doctor check, a file clean could not remove)",
+    "  2  usage: a bad command, flag or argument; the one-line message names it",
   ].join("\n");
 }
 
@@ -27,18 +36,21 @@ export function mainHelp(commands: readonly Command[]): string {
 export function commandHelp(command: Command): string {
   const flags: [string, string][] = Object.entries(command.flags).map(([name, flag]) => [flagSyntax(name, flag), flag.help]);
   flags.push(["-h, --help", "Show this help"]);
-  const width = Math.max(...flags.map(([syntax]) => syntax.length));
+  const positionals: [string, string][] = (command.positionals ?? []).map((p) => [p.optional ? `[${p.label}]` : p.label, p.help]);
+  const width = Math.max(...[...flags, ...positionals].map(([syntax]) => syntax.length));
+  const words = positionals.map(([syntax]) => ` ${syntax}`).join("");
   return [
-    `Usage: qbun ${command.name} [options]`,
+    `Usage: qbun ${command.name} [options]${words}`,
     "",
     command.description,
     "",
+    ...(positionals.length ? ["Arguments:", ...positionals.map(([syntax, help]) => `  ${syntax.padEnd(width)}  ${help}`), ""] : []),
     "Options:",
     ...flags.map(([syntax, help]) => `  ${syntax.padEnd(width)}  ${help}`),
   ].join("\n");
 }
 
 function flagSyntax(name: string, flag: Flag): string {
-  const long = `--${name}${flag.type === "string" ? ` ${flag.value ?? "VALUE"}` : ""}`;
+  const long = `--${name}${flag.type === "string" ? ` ${flag.value ?? "VALUE"}` : ""}${flag.multiple ? " ..." : ""}`;
   return flag.short ? `-${flag.short}, ${long}` : long;
 }

@@ -10,13 +10,31 @@ export interface CliIo {
   out(text: string): void;
   /** Writes one line of diagnostics, to stderr. */
   err(text: string): void;
+  /** Whether stdin and stdout are terminals: only then may a command prompt or animate. */
+  readonly tty: boolean;
 }
 
 /** The process's own stdout and stderr. */
 export const processIo: CliIo = {
   out: (text) => console.log(text),
   err: (text) => console.error(text),
+  get tty() {
+    return Boolean(process.stdin.isTTY && process.stdout.isTTY);
+  },
 };
+
+/**
+ * A command line that is wrong in a way only the command can tell (a
+ * handler module of the wrong shape, say): reported in one line, exit code 2.
+ */
+export class CliUsageError extends Error {
+  /** Always `"ERR_QBUN_USAGE"`. */
+  readonly code = "ERR_QBUN_USAGE";
+  constructor(message: string) {
+    super(message);
+    this.name = "CliUsageError";
+  }
+}
 
 /** The message of anything thrown, for one-line reports. */
 export function errorMessage(error: unknown): string {

@@ -2,7 +2,8 @@
 /**
  * The `qbun` command line: `qbun <command> [options]`. Parses argv, runs the
  * command, and turns the outcome into an exit code (0 ok, 1 failed, 2 usage
- * error). This is the only place that catches everything and the only place
+ * error). With no arguments in a terminal it starts the interactive session
+ * (cli/interactive.ts, loaded only then); without a terminal it prints help. This is the only place that catches everything and the only place
  * that exits. The standalone executable's entry (scripts/build-binary.ts)
  * imports it and calls {@link runCli}.
  * @module
@@ -10,9 +11,9 @@
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import * as v from "valibot";
 import { findCommand, commands } from "./commands/index.ts";
-import type { Command } from "./commands/command.ts";
+import type { ArgToken, Command } from "./commands/command.ts";
 import { commandHelp, mainHelp } from "./help.ts";
-import { errorMessage, processIo, type CliIo } from "./io.ts";
+import { CliUsageError, errorMessage, processIo, type CliIo } from "./io.ts";
 import { VERSION } from "./version.ts";
 
 /** Exit code for a command line qbun could not understand. */
@@ -59,36 +60,82 @@ function help(topics: readonly string[], io: CliIo): number {
 async function runCommand(command: Command, args: readonly string[], io: CliIo): Promise<number> {
   const config: ParseArgsOptionsConfig = { help: { type: "boolean", short: "h" } };
   for (const [name, flag] of Object.entries(command.flags)) {
-    config[name] = flag.short ? { type: flag.type, short: flag.short } : { type: flag.type };
+    config[name] = { type: flag.type, ...(flag.short ? { short: flag.short } : {}), ...(flag.multiple ? { multiple: true } : {}) };
   }
-  let values: Record<string, unknown>;
-  try {
-    ({ values } = parseArgs({ args: [...args], options: config, strict: true, allowPositionals: false }));
-  } catch (error) {
-    io.err(`qbun ${command.name}: ${errorMessage(error)}. Run "qbun help ${command.name}" for its options.`);
+  const positionals = command.positionals ?? [];
+  const usage = (text: string) => {
+    io.err(`qbun ${command.name}: ${text}. Run "qbun help ${command.name}" for its options.`);
     return USAGE;
+  };
+  let parsed: ReturnType<typeof parseArgs<{ options: ParseArgsOptionsConfig; tokens: true; allowPositionals: true; strict: true }>>;
+  try {
+    parsed = parseArgs({ args: joinNegativeValues(args, command), options: config, strict: true, allowPositionals: positionals.length > 0, tokens: true });
+  } catch (error) {
+    // node:util's messages run over several lines; the first says it all.
+    return usage(errorMessage(error).split("\n")[0]!.replace(/\.$/, ""));
   }
-  const { help: wantsHelp, ...flags } = values;
+  const { help: wantsHelp, ...flags } = parsed.values;
   if (wantsHelp) {
     io.out(commandHelp(command));
     return 0;
   }
-  const parsed = v.safeParse(command.schema, flags);
-  if (!parsed.success) {
-    const problems = parsed.issues.map((issue) => {
-      const path = v.getDotPath(issue);
-      return path ? `--${path}: ${issue.message}` : issue.message;
+  if (parsed.positionals.length > positionals.length) {
+    return usage(`unexpected argument "${parsed.positionals[positionals.length]}" (takes ${positionals.map((p) => p.label).join(" ") || "no arguments"})`);
+  }
+  const input: Record<string, unknown> = { ...flags };
+  positionals.forEach((p, i) => {
+    if (parsed.positionals[i] !== undefined) input[p.name] = parsed.positionals[i];
+  });
+  const tokens: ArgToken[] = [];
+  let nextPositional = 0;
+  for (const token of parsed.tokens ?? []) {
+    if (token.kind === "option" && token.name !== "help") tokens.push({ name: token.name, value: token.value });
+    if (token.kind === "positional") tokens.push({ name: positionals[nextPositional++]!.name, value: token.value });
+  }
+  const checked = v.safeParse(command.schema, input);
+  if (!checked.success) {
+    const labels = new Map(positionals.map((p) => [p.name, p.label]));
+    const problems = checked.issues.map((issue) => {
+      const key = v.getDotPath(issue)?.split(".")[0];
+      if (!key) return issue.message;
+      const name = labels.get(key) ?? `--${key}`;
+      // A missing key: say so, with what the argument is.
+      if (issue.input === undefined && issue.kind === "schema" && issue.message.startsWith("Invalid key")) {
+        const positional = positionals.find((p) => p.name === key);
+        return `${name} is required${positional ? `: ${positional.help}` : ""}`;
+      }
+      return `${name}: ${issue.message}`;
     });
     io.err(`qbun ${command.name}: ${problems.join("; ")}`);
     return USAGE;
   }
   try {
-    return await command.run(parsed.output, io);
+    return await command.run(checked.output, io, { tokens });
   } catch (error) {
     io.err(`qbun ${command.name}: ${errorMessage(error)}`);
     if (process.env.QBUN_DEBUG && error instanceof Error && error.stack) io.err(error.stack);
-    return 1;
+    return error instanceof CliUsageError ? USAGE : 1;
   }
+}
+
+/**
+ * `--i32 -5` as `--i32=-5`: node:util reads a value that starts with a dash
+ * as a forgotten value, but a negative number is what such flags take.
+ */
+function joinNegativeValues(args: readonly string[], command: Command): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const next = args[i + 1];
+    const name = arg.startsWith("--") ? arg.slice(2) : Object.entries(command.flags).find(([, f]) => f.short && arg === `-${f.short}`)?.[0];
+    if (name !== undefined && command.flags[name]?.type === "string" && next !== undefined && /^-\d/.test(next)) {
+      out.push(`--${name}=${next}`);
+      i++;
+    } else {
+      out.push(arg);
+    }
+  }
+  return out;
 }
 
 if (import.meta.main) process.exit(await runCli(process.argv.slice(2)));

@@ -17,6 +17,34 @@ export interface Flag {
   readonly value?: string;
   /** One line for the help text. */
   readonly help: string;
+  /** May be given several times; the schema then receives an array of the values. */
+  readonly multiple?: boolean;
+}
+
+/** One positional argument of a command (`SERVICE` in `qbun call SERVICE ID`). */
+export interface Positional {
+  /** Key under which the schema receives the value, e.g. `service`. */
+  readonly name: string;
+  /** How help and errors show it, e.g. `SERVICE`. */
+  readonly label: string;
+  /** One line for the help text. */
+  readonly help: string;
+  /** Whether it may be left out (only trailing positionals may). */
+  readonly optional?: boolean;
+}
+
+/** One argument as it stood on the command line, for commands where the order of flags matters. */
+export interface ArgToken {
+  /** The flag's long name, or the positional's key. */
+  readonly name: string;
+  /** The flag's value (string flags) or the positional's text. */
+  readonly value: string | undefined;
+}
+
+/** What a command learns about its command line besides the validated options. */
+export interface CommandContext {
+  /** Every flag and positional, in the order given. */
+  readonly tokens: readonly ArgToken[];
 }
 
 /** A `qbun <name>` command. */
@@ -29,10 +57,12 @@ export interface Command<TSchema extends v.GenericSchema = v.GenericSchema> {
   readonly description: string;
   /** The flags the command accepts, keyed by long name (`json` is `--json`). */
   readonly flags: Readonly<Record<string, Flag>>;
-  /** Checks the parsed flags; its output is what `run` receives. */
+  /** Positional arguments, in order (none when absent). */
+  readonly positionals?: readonly Positional[];
+  /** Checks the parsed flags and positionals (keyed by name); its output is what `run` receives. */
   readonly schema: TSchema;
-  /** Runs the command; resolves the process exit code. */
-  run(options: v.InferOutput<TSchema>, io: CliIo): Promise<number>;
+  /** Runs the command; resolves the process exit code (0 ok, 1 failed, 2 usage error). */
+  run(options: v.InferOutput<TSchema>, io: CliIo, context: CommandContext): Promise<number>;
 }
 
 /** Declares a command; only here so TypeScript infers `run`'s option type from the schema. */

@@ -2,13 +2,15 @@
  * The list of commands: help text and dispatch are both derived from it.
  * @module
  */
+import { call } from "./call.ts";
 import type { Command } from "./command.ts";
 import { demo } from "./demo.ts";
+import { ls } from "./ls.ts";
 import { selftest } from "./selftest.ts";
 import { serve } from "./serve.ts";
 
 /** Every `qbun` command, in the order `--help` lists them. */
-export const commands: readonly Command[] = [serve, demo, selftest];
+export const commands: readonly Command[] = [serve, call, ls, demo, selftest];
 
 /** The command called `name`, if there is one. */
 export function findCommand(name: string): Command | undefined {

@@ -1,0 +1,111 @@
+/**
+ * The libqb services on this host: listening stream sockets bound the way
+ * libqb binds them (a NUL-padded abstract name, or `<socketDir>/<name>` when
+ * /etc/libqb/force-filesystem-sockets exists), who owns them, how many
+ * clients are connected, and their connections' files in /dev/shm.
+ * @module
+ */
+import { existsSync } from "node:fs";
+import { QbunSystemError } from "../../ffi/errors.ts";
+import { ringSets, type RingSet } from "./rings.ts";
+import { paddedAbstractName, socketOwners, unixSockets, type SocketOwner } from "./unix-sockets.ts";
+
+/** libqb's switch to filesystem sockets. */
+export const FORCE_FILESYSTEM_SOCKETS = "/etc/libqb/force-filesystem-sockets";
+
+/** One libqb service found on this host. */
+export interface ServiceInfo {
+  /** The service name clients connect to. */
+  readonly name: string;
+  /** `@name` (abstract, padded as libqb binds it) or the socket file's path. */
+  readonly address: string;
+  /** The listening socket's inode. */
+  readonly inode: number;
+  /** The processes holding the listening socket (usually one); empty when none could be read. */
+  readonly owners: readonly SocketOwner[];
+  /** Established connections (server ends of accepted setup sockets). */
+  readonly connections: number;
+  /** The service's connection files in /dev/shm (matched by service name and server pid). */
+  readonly rings: readonly RingSet[];
+}
+
+/** Everything `ls` shows. */
+export interface HostListing {
+  readonly services: readonly ServiceInfo[];
+  /** Connection files that belong to no listed service (a stopped or crashed server's, for instance). */
+  readonly orphanRings: readonly RingSet[];
+  /** Whether libqb's filesystem-socket mode is on. */
+  readonly filesystemSockets: boolean;
+}
+
+/** Options for {@link listHost}. */
+export interface ListOptions {
+  /** Where the connection files live (default /dev/shm). */
+  shmDir?: string;
+  /** libqb's socket directory in filesystem-socket mode (default /tmp). */
+  socketDir?: string;
+}
+
+/** Finds the libqb services on this host and their files. */
+export function listHost(options: ListOptions = {}): HostListing {
+  const filesystemSockets = existsSync(FORCE_FILESYSTEM_SOCKETS);
+  const socketDir = (options.socketDir ?? "/tmp").replace(/\/+$/, "");
+  const sockets = unixSockets();
+  const found: { name: string; address: string; inode: number; path: string }[] = [];
+  for (const s of sockets) {
+    if (s.type !== "stream" || !s.listening) continue;
+    const abstract = paddedAbstractName(s.path);
+    if (abstract !== undefined && !abstract.startsWith("/")) {
+      found.push({ name: abstract, address: `@${abstract}`, inode: s.inode, path: s.path });
+    } else if (filesystemSockets && s.path.startsWith(`${socketDir}/`) && !s.path.slice(socketDir.length + 1).includes("/")) {
+      found.push({ name: s.path.slice(socketDir.length + 1), address: s.path, inode: s.inode, path: s.path });
+    }
+  }
+  const owners = socketOwners(found.map((f) => f.inode));
+  const rings = ringSets(options.shmDir);
+  const claimed = new Set<RingSet>();
+  const services = found
+    .map((f): ServiceInfo => {
+      const pids = new Set((owners.get(f.inode) ?? []).map((o) => o.pid));
+      const mine = rings.filter((r) => r.service === f.name && pids.has(r.serverPid));
+      for (const r of mine) claimed.add(r);
+      return {
+        name: f.name,
+        address: f.address,
+        inode: f.inode,
+        owners: owners.get(f.inode) ?? [],
+        // Accepted sockets carry the listener's address: every connected one with the same path is a client's setup socket.
+        connections: sockets.filter((s) => s.type === "stream" && !s.listening && s.path === f.path).length,
+        rings: mine,
+      };
+    })
+    .sort((a, b) => a.name.localeCompare(b.name));
+  return { services, orphanRings: rings.filter((r) => !claimed.has(r)), filesystemSockets };
+}
+
+/**
+ * A connect failure with a sentence on what to do: nothing listens under
+ * that name (ECONNREFUSED/ENOENT) means the service is not running here.
+ */
+export function connectHint(service: string, error: unknown): unknown {
+  if (error instanceof QbunSystemError && (error.code === "ECONNREFUSED" || error.code === "ENOENT")) {
+    return new QbunSystemError(error.errno, "connect", {
+      address: service,
+      hint: `no libqb service "${service}" is listening here (in this network namespace); "qbun ls" lists the running ones`,
+    });
+  }
+  return error;
+}
+
+/** Bytes as text: 1.5 KiB, 3.0 MiB. */
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let value = n;
+  let unit = -1;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${value.toFixed(1)} ${units[unit]}`;
+}

@@ -1,0 +1,81 @@
+/**
+ * Request payloads built from the command line (`qbun call`, `qbun bench`):
+ * text, `--hex`, `--u32` and `--i32` parts, each validated by valibot and
+ * joined in the order they were given. And the reverse: how a response's
+ * bytes are shown (text when they are plain text, hex otherwise).
+ * @module
+ */
+import * as v from "valibot";
+import { got, wholeNumber } from "./args.ts";
+import type { ArgToken } from "./commands/command.ts";
+
+/** `--hex`: pairs of hex digits (spaces, colons and a 0x prefix allowed). */
+export const hexPart = v.pipe(
+  v.string(),
+  v.transform((text) => text.replace(/^0x/i, "").replace(/[\s:]/g, "")),
+  v.regex(/^(?:[0-9a-fA-F]{2})*$/, (issue) => `pairs of hex digits, e.g. 0a1bff ${got(issue)}`),
+  v.transform((hex) => Uint8Array.from(hex.match(/../g) ?? [], (pair) => Number.parseInt(pair, 16))),
+);
+
+/** `--u32`: a number 0 … 2^32-1, four bytes little-endian. */
+export const u32Part = v.pipe(
+  wholeNumber("an unsigned 32-bit value", 0, 0xffff_ffff),
+  v.transform((n) => le32((view) => view.setUint32(0, n, true))),
+);
+
+/** `--i32`: a number -2^31 … 2^31-1, four bytes little-endian. */
+export const i32Part = v.pipe(
+  wholeNumber("a signed 32-bit value", -0x8000_0000, 0x7fff_ffff),
+  v.transform((n) => le32((view) => view.setInt32(0, n, true))),
+);
+
+function le32(write: (view: DataView) => void): Uint8Array {
+  const bytes = new Uint8Array(4);
+  write(new DataView(bytes.buffer));
+  return bytes;
+}
+
+/** The validated parts, per flag, in the order each flag was given. */
+export interface PayloadParts {
+  readonly text?: string;
+  readonly hex?: readonly Uint8Array[];
+  readonly u32?: readonly Uint8Array[];
+  readonly i32?: readonly Uint8Array[];
+}
+
+/**
+ * Joins the parts in command-line order: `tokens` says in which order the
+ * flags (and the `textKey` positional) appeared.
+ */
+export function buildPayload(parts: PayloadParts, tokens: readonly ArgToken[], textKey = "payload"): Uint8Array {
+  const next = { hex: 0, u32: 0, i32: 0 };
+  const chunks: Uint8Array[] = [];
+  for (const token of tokens) {
+    if (token.name === textKey && parts.text !== undefined) chunks.push(new TextEncoder().encode(parts.text));
+    else if (token.name === "hex" || token.name === "u32" || token.name === "i32") {
+      const chunk = parts[token.name]?.[next[token.name]++];
+      if (chunk) chunks.push(chunk);
+    }
+  }
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
+  let at = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return out;
+}
+
+/** Response bytes as shown: UTF-8 text when valid and free of control characters (tab, newline, CR allowed), else hex. */
+export function showBytes(data: Uint8Array): { text: string; encoding: "utf8" | "hex" } {
+  if (data.byteLength > 0) {
+    let text: string | undefined;
+    try {
+      text = new TextDecoder("utf-8", { fatal: true }).decode(data);
+    } catch {}
+    if (text !== undefined && !/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]/.test(text)) return { text, encoding: "utf8" };
+  } else {
+    return { text: "", encoding: "utf8" };
+  }
+  return { text: Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("hex"), encoding: "hex" };
+}
