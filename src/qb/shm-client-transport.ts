@@ -11,7 +11,8 @@ import type { UnixStream } from "../unix/index.ts";
 import { Ring, RingCorruptError, ringFiles } from "./ring.ts";
 import { type ClientTransport, PeerGoneError } from "./transport.ts";
 
-const NOTIFY = new Uint8Array([0]);
+/** Zero bytes to notify the server with: one per request. */
+const NOTIFY = new Uint8Array(256);
 
 /** The client half of one SHM connection. */
 export class ShmClientTransport implements ClientTransport {
@@ -73,11 +74,46 @@ export class ShmClientTransport implements ClientTransport {
     return !this.#closed && this.#request.refCount === 2;
   }
 
+  /**
+   * Requests written in this turn of the event loop whose semaphore posts
+   * and notification bytes are held back for one flush: a burst of N
+   * requests costs one send(2) instead of N. Posts are held too, so a libqb
+   * server never sees a request before its byte is on the way (it reads one
+   * byte per request it took, blocking).
+   */
+  #batched = 0;
+
   send(parts: readonly Uint8Array[]): boolean {
-    if (!this.#request.write(parts)) return false;
-    this.#setup.write(NOTIFY).catch(() => {}); // a dead server shows up as the end of the setup stream
+    if (this.#batched === 0) this.#request.holdPosts();
+    if (!this.#request.write(parts)) {
+      if (this.#batched === 0) this.#request.releasePosts();
+      return false;
+    }
+    if (this.#batched++ === 0) queueMicrotask(this.#flush);
     return true;
   }
+
+  /** Make the batch visible: post once per request, then one byte per request. */
+  readonly #flush = (): void => {
+    const count = this.#batched;
+    this.#batched = 0;
+    if (count === 0 || this.#closed) return;
+    this.#request.releasePosts();
+    try {
+      for (let left = count; left > 0; ) {
+        const bytes = NOTIFY.subarray(0, Math.min(left, NOTIFY.byteLength));
+        const sent = this.#setup.tryWrite(bytes);
+        left -= sent;
+        if (sent < bytes.byteLength) {
+          // The socket buffer is full (a server slow to read): queue the rest, in order.
+          this.#setup.write(new Uint8Array(left)).catch(() => {});
+          break;
+        }
+      }
+    } catch {
+      // A dead server shows up as the end of the setup stream.
+    }
+  };
 
   takeResponse(): Uint8Array | undefined {
     if (this.#closed) return undefined;
@@ -86,6 +122,9 @@ export class ShmClientTransport implements ClientTransport {
   }
 
   async nextResponse(): Promise<Uint8Array> {
+    // About to sleep: what was written goes out first. (Arming the wait
+    // before the send measured 3x slower on 64 B round trips.)
+    this.#flush();
     await this.#response.waitForChunk({ signal: this.#gone.signal }); // no timeout: true, or rejects when gone
     return this.#copyOut(this.#response, this.#response.takeAcquired());
   }

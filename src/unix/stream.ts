@@ -58,6 +58,21 @@ export class UnixStream extends UnixSocket {
     return this.#queueWrite(() => this.#writeAll(data, options.signal));
   }
 
+  /**
+   * Write what the kernel accepts now, without waiting: resolves nothing,
+   * returns the byte count (0 when the buffer is full, or when an earlier
+   * {@link UnixStream.write} is still queued, so bytes never overtake it).
+   * EPIPE or ECONNRESET when the peer has gone. Send any remainder with
+   * {@link UnixStream.write}.
+   */
+  tryWrite(data: Uint8Array): number {
+    if (this.#writeTail !== undefined || data.byteLength === 0) return 0;
+    const rc = this.native.qbn_send(this.fd, data, data.byteLength, 0x40 /* MSG_DONTWAIT */);
+    if (rc >= 0) return rc;
+    if (rc === -11 /* EAGAIN */) return 0;
+    throw new QbunSystemError(-rc, "send");
+  }
+
   async #writeAll(data: Uint8Array, signal: AbortSignal | undefined): Promise<void> {
     signal?.throwIfAborted();
     let offset = 0;
