@@ -1,0 +1,296 @@
+/**
+ * qbun/blob in one process: the allocator (backends, bounds, tokens, leases,
+ * accounting), publishing and seals, and the read-only reader.
+ */
+import { describe, expect, test } from "bun:test";
+import { fstatSync, readdirSync } from "node:fs";
+import os from "node:os";
+import {
+  BlobAllocator,
+  BlobDescriptorError,
+  BlobQuotaError,
+  BlobReader,
+  BlobStaleError,
+  BlobTokenError,
+  ClosedError,
+  QbunArgumentError,
+  type BlobBackend,
+} from "../src/blob/index.ts";
+import { OwnedFd, SharedMemory } from "../src/shm/index.ts";
+import { UnixStream } from "../src/unix/index.ts";
+import { caught, settledFdCount, shmListing } from "./helpers/env.ts";
+
+const BACKENDS: BlobBackend[] = ["memfd", "posix", "tempfile"];
+const tmpListing = () => readdirSync(os.tmpdir()).filter((n) => n.startsWith("qbun-") && !n.startsWith("qbun-test")).sort();
+
+describe("BlobAllocator", () => {
+  test("picks memfd by itself on Linux, and a forced backend when told", () => {
+    using auto = new BlobAllocator();
+    expect(auto.backend).toBe("memfd");
+    using forced = new BlobAllocator({ backend: "tempfile" });
+    expect(forced.backend).toBe("tempfile");
+    using w = forced.create(100);
+    expect(w.backend).toBe("tempfile");
+  });
+
+  test("ids are 128 random bits; tokens name their blob and are distinct", () => {
+    using allocator = new BlobAllocator();
+    const ids = new Set<string>();
+    for (let i = 0; i < 50; i++) {
+      using w = allocator.create(1);
+      expect(w.id).toMatch(/^[0-9a-f]{32}$/);
+      expect(w.token.startsWith(`${w.id}.`)).toBe(true);
+      ids.add(w.id);
+    }
+    expect(ids.size).toBe(50);
+  });
+
+  test("rejects bad sizes, bad options and unknown option keys before allocating", () => {
+    using allocator = new BlobAllocator({ maxBlobSize: 1 << 20 });
+    for (const size of [0, -1, 1.5, Number.NaN, (1 << 20) + 1]) expect(() => allocator.create(size)).toThrow(QbunArgumentError);
+    expect(() => allocator.create(10, { leaseMs: 0 })).toThrow(QbunArgumentError);
+    expect(() => allocator.create(10, { lease: 5 } as never)).toThrow(/lease/);
+    expect(() => new BlobAllocator({ backend: "disk" as never })).toThrow(QbunArgumentError);
+    expect(() => new BlobAllocator({ tempDir: "relative" })).toThrow(/absolute/);
+  });
+
+  test("a quota on held bytes is enforced and freed by cleanup", () => {
+    using allocator = new BlobAllocator({ maxTotalBytes: 10_000 });
+    const a = allocator.create(6000);
+    expect(caught(() => allocator.create(6000))).resolves.toBeInstanceOf(BlobQuotaError);
+    a.cleanup();
+    using b = allocator.create(6000);
+    expect(b.size).toBe(6000);
+  });
+
+  test("reports what it holds: count, bytes, per backend, the oldest lease", async () => {
+    using allocator = new BlobAllocator();
+    expect(allocator.stats()).toMatchObject({ count: 0, bytes: 0, oldest: undefined, nextExpiry: undefined });
+    const first = allocator.create(1000, { leaseMs: 60_000 });
+    await Bun.sleep(5);
+    allocator.create(2000, { backend: "posix", leaseMs: Number.POSITIVE_INFINITY });
+    allocator.create(3000, { backend: "tempfile", leaseMs: 30_000 }).publish();
+    const stats = allocator.stats();
+    expect(stats.count).toBe(3);
+    expect(stats.bytes).toBe(6000);
+    expect(stats.byBackend).toEqual({ memfd: { count: 1, bytes: 1000 }, posix: { count: 1, bytes: 2000 }, tempfile: { count: 1, bytes: 3000 } });
+    expect(stats.oldest?.id).toBe(first.id);
+    expect(stats.oldest!.ageMs).toBeGreaterThanOrEqual(4);
+    expect(stats.nextExpiry).toBeLessThan(first.expiresAt);
+    allocator.close();
+    expect(allocator.stats().count).toBe(0);
+  });
+});
+
+describe.each(BACKENDS)("%s backend", (backend) => {
+  test("write is bounds-checked and lands in the blob; the view is zero-copy", () => {
+    using allocator = new BlobAllocator({ backend });
+    using w = allocator.create(4096);
+    expect(w.write(new Uint8Array([1, 2, 3]), 4093)).toBe(3);
+    expect(() => w.write(new Uint8Array(4), 4093)).toThrow(/does not fit in the 4096-byte blob/);
+    expect(() => w.write(new Uint8Array(1), -1)).toThrow(QbunArgumentError);
+    expect(() => w.write(new Uint8Array(0), 4097)).toThrow(QbunArgumentError);
+    w.write(new Uint16Array([0x0201]).buffer, 0); // any BufferSource
+    w.bytes[10] = 42;
+    const blob = w.publish();
+    using r = blob.openReader();
+    expect([r.view.at(0), r.view.at(1), r.view.at(10), r.view.at(4093), r.view.at(4095)]).toEqual([1, 2, 42, 1, 3]);
+  });
+
+  test("publishing leaves only a read-only fd: no writable mapping, write(2) or resize through it", () => {
+    using allocator = new BlobAllocator({ backend });
+    const w = allocator.create(8192);
+    const early = w.bytes;
+    w.bytes.fill(7);
+    const blob = w.publish();
+    expect(early.length).toBe(0); // the producer's writable view is gone, not dangling
+    expect(() => w.bytes).toThrow(ClosedError);
+    expect(() => w.write(new Uint8Array(1))).toThrow(ClosedError);
+    expect(() => w.publish()).toThrow(ClosedError);
+    using mem = SharedMemory.fromFd(blob.fd);
+    expect(mem.readOnly).toBe(true);
+    expect(() => mem.map({ access: "read-write" })).toThrow(expect.objectContaining({ code: "EACCES", syscall: "mmap" }));
+    expect(() => mem.resize(4096)).toThrow(expect.objectContaining({ syscall: "ftruncate" }));
+    expect(mem.size).toBe(8192);
+    blob.cleanup();
+  });
+
+  test("a published blob's file mode is 0400, so nobody but root can reopen it writable through /proc", () => {
+    using allocator = new BlobAllocator({ backend });
+    const blob = allocator.create(4096).publish();
+    expect(fstatSync(blob.fd).mode & 0o777).toBe(0o400);
+    // root bypasses file modes (CAP_DAC_OVERRIDE); any other user gets EACCES.
+    if (process.getuid!() !== 0) {
+      expect(() => SharedMemory.openFile({ path: `/proc/self/fd/${blob.fd}` })).toThrow(expect.objectContaining({ code: "EACCES" }));
+    }
+    blob.cleanup();
+  });
+
+  test("the reader's view rejects writes and stays in bounds", () => {
+    using allocator = new BlobAllocator({ backend });
+    const w = allocator.create(100);
+    w.write(new TextEncoder().encode("immutable"));
+    const blob = w.publish();
+    using r = blob.openReader();
+    expect(r.view.text(0, 9)).toBe("immutable");
+    expect(r.view.at(100)).toBeUndefined();
+    expect(() => r.view.readUint32(98)).toThrow(RangeError);
+    expect(() => {
+      (r.view as unknown as Record<number, number>)[0] = 1; // frozen: a TypeError, not a segfault
+    }).toThrow(TypeError);
+    expect("set" in r.view).toBe(false);
+    expect(r.view.text(0, 9)).toBe("immutable");
+    r.close();
+    expect(r.closed).toBe(true);
+    expect(() => r.view).toThrow(ClosedError);
+    blob.cleanup();
+  });
+
+  test("leaves no name in /dev/shm or the temp dir at any point, and no fd after cleanup", async () => {
+    const shmBefore = shmListing();
+    const tmpBefore = tmpListing();
+    const fdsBefore = await settledFdCount();
+    using allocator = new BlobAllocator({ backend });
+    const w = allocator.create(1 << 20);
+    expect(shmListing()).toEqual(shmBefore);
+    expect(tmpListing()).toEqual(tmpBefore);
+    const blob = w.publish();
+    using r = blob.openReader();
+    expect(shmListing()).toEqual(shmBefore);
+    blob.cleanup();
+    r.close();
+    expect(await settledFdCount(fdsBefore)).toBe(fdsBefore);
+    expect(shmListing()).toEqual(shmBefore);
+    expect(tmpListing()).toEqual(tmpBefore);
+  });
+});
+
+describe("memfd seals", () => {
+  test("a published memfd blob is sealed against shrink, grow and write, for every fd", () => {
+    using allocator = new BlobAllocator();
+    const blob = allocator.create(4096).publish();
+    expect(blob.sealed).toBe(true);
+    using mem = SharedMemory.fromFd(blob.fd);
+    expect(mem.seals.sort()).toEqual(["grow", "seal", "shrink", "write"]);
+    // Even a read-write fd reopened through /proc (possible for root) cannot write, map writable or resize it.
+    using rw = SharedMemory.openFile({ path: `/proc/self/fd/${blob.fd}`, readOnly: process.getuid!() !== 0 });
+    expect(() => rw.map({ access: "read-write" })).toThrow(expect.objectContaining({ syscall: "mmap" }));
+    expect(() => rw.resize(8192)).toThrow(expect.objectContaining({ syscall: "ftruncate" }));
+    blob.cleanup();
+  });
+
+  test("posix and tempfile blobs are not sealed, and readers map them with the SIGBUS guard", () => {
+    using allocator = new BlobAllocator({ backend: "posix" });
+    const blob = allocator.create(4096).publish();
+    expect(blob.sealed).toBe(false);
+    using r = blob.openReader();
+    expect(r.sealed).toBe(false);
+    expect(r.faulted).toBe(false);
+    blob.cleanup();
+  });
+});
+
+describe("tokens", () => {
+  test("cleanup is idempotent; forged tokens are refused with BlobTokenError", () => {
+    using allocator = new BlobAllocator();
+    const w = allocator.create(10);
+    const token = w.token;
+    expect(allocator.cleanup(token)).toBe(true);
+    expect(allocator.cleanup(token)).toBe(false);
+    w.cleanup(); // also harmless
+    const forged = `${w.id}.${"A".repeat(22)}`;
+    for (const bad of [forged, "nonsense", "", `${"0".repeat(32)}.${token.split(".")[1]}`]) {
+      expect(() => allocator.cleanup(bad)).toThrow(BlobTokenError);
+    }
+    // A token from another allocator is not this one's.
+    using other = new BlobAllocator();
+    using x = other.create(10);
+    expect(() => allocator.cleanup(x.token)).toThrow(expect.objectContaining({ code: "ERR_QBUN_BLOB_TOKEN" }));
+  });
+
+  test("a stale token or blob is refused with BlobStaleError", () => {
+    using allocator = new BlobAllocator();
+    const w = allocator.create(10);
+    const blob = w.publish();
+    blob.cleanup();
+    expect(blob.held).toBe(false);
+    expect(() => allocator.renew(blob.token, 1000)).toThrow(BlobStaleError);
+    expect(() => blob.fd).toThrow(expect.objectContaining({ code: "ERR_QBUN_BLOB_STALE" }));
+    expect(() => blob.openReader()).toThrow(BlobStaleError);
+    const w2 = allocator.create(10);
+    w2.cleanup();
+    expect(() => w2.write(new Uint8Array(1))).toThrow(/already cleaned up/);
+  });
+});
+
+describe("leases", () => {
+  test("an expired blob is reclaimed by the timer, reported, and refused afterwards", async () => {
+    const expired: string[] = [];
+    using allocator = new BlobAllocator({ onExpire: (info) => expired.push(info.id) });
+    const short = allocator.create(4096, { leaseMs: 30 });
+    const long = allocator.create(4096, { leaseMs: 60_000 });
+    const published = allocator.create(4096, { leaseMs: 40 }).publish();
+    using r = published.openReader(); // a reader's mapping outlives the producer's lease
+    for (let i = 0; i < 200 && allocator.stats().count > 1; i++) await Bun.sleep(10);
+    expect(allocator.stats().count).toBe(1);
+    expect(expired.sort()).toEqual([short.id, published.id].sort());
+    expect(() => short.write(new Uint8Array(1))).toThrow(/lease expired/);
+    expect(() => published.fd).toThrow(BlobStaleError);
+    expect(r.view.at(0)).toBe(0);
+    expect(long.bytes.length).toBe(4096);
+  });
+
+  test("renew pushes the expiry out", async () => {
+    using allocator = new BlobAllocator();
+    const w = allocator.create(10, { leaseMs: 30 });
+    const at = w.renew(60_000);
+    expect(at).toBeGreaterThan(Date.now() + 50_000);
+    await Bun.sleep(80);
+    expect(w.bytes.length).toBe(10);
+    expect(allocator.reclaimExpired(at + 1)).toBe(1);
+  });
+
+  test("lease timers and idle channels do not keep a process alive", async () => {
+    const child = Bun.spawn(["bun", `${import.meta.dir}/peers/blob_child.ts`, "idle-lease"], { stdout: "pipe", stderr: "pipe" });
+    const watchdog = setTimeout(() => child.kill("SIGKILL"), 20_000);
+    const code = await child.exited;
+    clearTimeout(watchdog);
+    expect(await new Response(child.stdout).text()).toBe("READY\n");
+    expect(child.signalCode).toBeNull(); // not killed by the watchdog: it exited by itself
+    expect(code).toBe(0);
+  });
+});
+
+describe("BlobReader.open on descriptors that do not match their announcement", () => {
+  test("size mismatch, missing seals, not a file and too large are typed refusals; nothing leaks", async () => {
+    const before = await settledFdCount();
+    using mem = SharedMemory.memfd({ size: 4096 });
+    const problem = (fd: number | OwnedFd, expected: object) => {
+      try {
+        BlobReader.open(fd, expected).close();
+      } catch (error) {
+        expect(error).toBeInstanceOf(BlobDescriptorError);
+        return (error as BlobDescriptorError).problem;
+      }
+      return "accepted";
+    };
+    expect(problem(mem.fd, { size: 8192 })).toBe("size-mismatch");
+    expect(problem(mem.fd, { size: 4096, sealed: true })).toBe("not-sealed");
+    expect(problem(mem.fd, { requireSealed: true })).toBe("not-sealed");
+    expect(problem(mem.fd, { maxSize: 1024 })).toBe("too-large");
+    const [a, b] = UnixStream.pair();
+    expect(problem(a.fd, {})).toBe("not-a-file");
+    a.close();
+    b.close();
+    using empty = SharedMemory.memfd({ size: 0 });
+    expect(problem(empty.fd, {})).toBe("size-mismatch");
+    // An owned fd is consumed even when refused.
+    const owned = new OwnedFd(mem.readOnlyFd().take());
+    expect(problem(owned, { size: 1 })).toBe("size-mismatch");
+    expect(owned.closed).toBe(true);
+    expect(problem(mem.fd, { size: 4096 })).toBe("accepted");
+    mem.close();
+    empty.close();
+    expect(await settledFdCount(before)).toBe(before);
+  });
+});
