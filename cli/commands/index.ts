@@ -3,14 +3,16 @@
  * @module
  */
 import { call } from "./call.ts";
+import { clean } from "./clean.ts";
 import type { Command } from "./command.ts";
 import { demo } from "./demo.ts";
+import { doctor } from "./doctor.ts";
 import { ls } from "./ls.ts";
 import { selftest } from "./selftest.ts";
 import { serve } from "./serve.ts";
 
 /** Every `qbun` command, in the order `--help` lists them. */
-export const commands: readonly Command[] = [serve, call, ls, demo, selftest];
+export const commands: readonly Command[] = [serve, call, ls, doctor, clean, demo, selftest];
 
 /** The command called `name`, if there is one. */
 export function findCommand(name: string): Command | undefined {

@@ -1,0 +1,169 @@
+/**
+ * `qbun ls`, `doctor` and `clean` against running servers (qbun serve and
+ * the libqb reference server), and against leftovers made on purpose for
+ * processes that are gone.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { QbClient } from "../src/qb/index.ts";
+import { tempDir, uniqueName } from "./helpers/env.ts";
+import { removeCBuilds } from "./helpers/peers.ts";
+import { json, qbun, SERVER_KINDS, shmEntriesOf, startServer } from "./cli-support.ts";
+
+afterAll(removeCBuilds);
+
+/** A process's name as the kernel has it. */
+const comm = (pid: number) => readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+
+/** A pid that belonged to a process that has exited (and been reaped). */
+async function deadPid(): Promise<number> {
+  const proc = Bun.spawn(["true"]);
+  await proc.exited;
+  return proc.pid;
+}
+
+/** A libqb 2.x connection directory, with its six ring files, for a server and client that are gone. */
+async function staleRingDir(service: string): Promise<string> {
+  const pid = await deadPid();
+  const dir = `/dev/shm/qb-${pid}-${pid}-9-${crypto.randomUUID().replace(/-/g, "").slice(0, 6)}`;
+  mkdirSync(dir, { mode: 0o770 });
+  for (const ring of ["request", "response", "event"]) {
+    for (const part of ["header", "data"]) writeFileSync(join(dir, `qb-${ring}-${service}-${part}`), new Uint8Array(8192));
+  }
+  return dir;
+}
+
+describe("qbun ls", () => {
+  test("finds a qbun server and a libqb server with their pids, connections and ring directories", async () => {
+    await using qbunServer = await startServer("qbun", "shm");
+    await using libqbServer = await startServer("libqb", "socket");
+    await using a = await QbClient.connect(qbunServer.service);
+    await using b = await QbClient.connect(libqbServer.service);
+    await a.request(1, new Uint8Array(4));
+    await b.request(1, new Uint8Array(4));
+
+    const ran = await qbun(["ls", "--json"]);
+    expect(ran.exitCode).toBe(0);
+    const listing = json(ran);
+    for (const [server, transport, files] of [[qbunServer, "shm", 6], [libqbServer, "socket", 1]] as const) {
+      const service = listing.services.find((s: any) => s.name === server.service);
+      expect(service).toMatchObject({ address: `@${server.service}`, connections: 1 });
+      expect(service.owners.map((o: any) => o.pid)).toEqual([server.pid]);
+      expect(service.owners[0]).toMatchObject({ uid: 0, comm: comm(server.pid) });
+      expect(service.rings).toHaveLength(1);
+      const [ring] = service.rings;
+      expect(ring).toMatchObject({ layout: "dir", serverPid: server.pid, clientPid: process.pid, service: server.service, transport, stale: false });
+      expect(ring.files).toHaveLength(files);
+      expect(ring.path).toStartWith(`/dev/shm/qb-${server.pid}-${process.pid}-`);
+      expect(ring.allocated).toBeGreaterThan(0);
+    }
+    // The socket transport's datagram sockets are abstract too, but not services.
+    expect(listing.services.some((s: any) => s.name.startsWith("/"))).toBe(false);
+
+    const text = await qbun(["ls"]);
+    expect(text.stdout).toContain(`${qbunServer.service}  @${qbunServer.service}  pid ${qbunServer.pid} (${comm(qbunServer.pid)}, uid 0)  1 connection(s)`);
+    expect(text.stdout).toContain(`${libqbServer.service}  @${libqbServer.service}  pid ${libqbServer.pid} (qb_server, uid 0)  1 connection(s)`);
+  });
+
+  test("a stopped server's service is gone from the list, and its files with it", async () => {
+    let pid = 0;
+    let service = "";
+    {
+      await using server = await startServer("qbun");
+      ({ pid, service } = server);
+      expect(json(await qbun(["ls", "--json"])).services.map((s: any) => s.name)).toContain(service);
+    }
+    expect(json(await qbun(["ls", "--json"])).services.map((s: any) => s.name)).not.toContain(service);
+    expect(shmEntriesOf(pid)).toEqual([]);
+  });
+});
+
+describe("qbun doctor and clean with a stale ring directory of a dead process", () => {
+  test("doctor warns about it; clean lists it in a dry run and removes it only with --yes", async () => {
+    const service = uniqueName("stale");
+    const dir = await staleRingDir(service);
+    try {
+      const checked = await qbun(["doctor", "--json"]);
+      const report = json(checked);
+      expect(checked.exitCode).toBe(report.ok ? 0 : 1);
+      expect(report.checks.map((c: any) => c.id)).toEqual(["memfd-seals", "abstract-sockets", "shm-space", "shm-permissions", "fd-limits", "stale-files", "libqb", "socket-mode"]);
+      for (const c of report.checks) {
+        expect(["ok", "warn", "fail"]).toContain(c.verdict);
+        expect(c.detail.length).toBeGreaterThan(0);
+        if (c.verdict !== "ok") expect(c.fix.length).toBeGreaterThan(0);
+      }
+      const stale = report.checks.find((c: any) => c.id === "stale-files");
+      expect(stale).toMatchObject({ verdict: "warn", fix: "qbun clean lists them; qbun clean --yes removes them" });
+      expect(stale.items).toContain(dir);
+      expect(report.checks.find((c: any) => c.id === "memfd-seals").verdict).toBe("ok");
+      expect(report.checks.find((c: any) => c.id === "abstract-sockets").verdict).toBe("ok");
+
+      const text = await qbun(["doctor"]);
+      expect(text.stdout).toMatch(/WARN  stale ring files and sockets of dead processes +\d+ left behind/);
+      expect(text.stdout).toContain("fix: qbun clean lists them; qbun clean --yes removes them");
+
+      // Dry run (stdin is not a terminal: no question asked): listed, left in place.
+      const dry = await qbun(["clean", "--service", service, "--json"]);
+      expect(dry.exitCode).toBe(0);
+      expect(json(dry)).toMatchObject({ dryRun: true, removed: [], failed: [], stale: [{ path: dir, kind: "ring-dir", service, bytes: 6 * 8192 }] });
+      const dryText = await qbun(["clean", "--service", service]);
+      expect(dryText.stdout).toContain(dir);
+      expect(dryText.stdout).toContain('dry run: nothing removed. Run "qbun clean --yes"');
+      expect(existsSync(dir)).toBe(true);
+
+      const removed = await qbun(["clean", "--service", service, "--yes", "--json"]);
+      expect(removed.exitCode).toBe(0);
+      expect(json(removed)).toMatchObject({ dryRun: false, removed: [dir], failed: [] });
+      expect(existsSync(dir)).toBe(false);
+      expect(json(await qbun(["clean", "--service", service, "--json"])).stale).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test.each(SERVER_KINDS)("a live %s server's connection files are never stale", async (kind) => {
+    await using server = await startServer(kind);
+    await using client = await QbClient.connect(server.service);
+    await client.request(1, new Uint8Array(1));
+    const dry = json(await qbun(["clean", "--service", server.service, "--json"]));
+    expect(dry.stale).toEqual([]);
+    const forced = json(await qbun(["clean", "--service", server.service, "--force", "--json"]));
+    expect(forced.removed).toEqual([]);
+    expect((await client.request(1, new Uint8Array([7]))).data).toEqual(new Uint8Array([7]));
+  });
+
+  test("a socket file nobody listens on is stale; a listening one is not", async () => {
+    using dir = tempDir("cli-sockets");
+    const dead = dir.file("dead-service");
+    const bound = Bun.spawnSync(["python3", "-c", `import socket; s = socket.socket(socket.AF_UNIX); s.bind(${JSON.stringify(dead)})`]);
+    expect(bound.exitCode).toBe(0);
+    const { UnixListener } = await import("../src/unix/index.ts");
+    using live = UnixListener.listen(dir.file("live-service"));
+    const dry = json(await qbun(["clean", "--socket-dir", dir.path, "--json"]));
+    expect(dry.stale.filter((s: any) => s.kind === "socket")).toEqual([
+      { path: dead, kind: "socket", service: "dead-service", bytes: 0, why: "connecting is refused: nothing listens on it" },
+    ]);
+    expect(existsSync(dead)).toBe(true);
+    const removed = json(await qbun(["clean", "--socket-dir", dir.path, "--service", "dead-service", "--yes", "--json"]));
+    expect(removed.removed).toEqual([dead]);
+    expect(existsSync(dead)).toBe(false);
+    expect(existsSync(dir.file("live-service"))).toBe(true);
+    live.close();
+  });
+});
+
+describe("usage errors", () => {
+  test.each([
+    [["ls", "--shm-dir", "relative"], "--shm-dir: an absolute directory path"],
+    [["ls", "extra"], "'extra'"],
+    [["doctor", "--socket-dir", "tmp"], "--socket-dir: an absolute directory path"],
+    [["clean", "--service", "a/b"], "--service: a service name without '/'"],
+    [["clean", "--yes=no"], "--yes"],
+  ])("%j: exit 2, one line naming the flag", async (args, message) => {
+    const ran = await qbun(args);
+    expect(ran.exitCode).toBe(2);
+    expect(ran.stderr.trimEnd().split("\n")).toHaveLength(1);
+    expect(ran.stderr).toContain(message);
+  });
+});
