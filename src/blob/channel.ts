@@ -6,7 +6,7 @@
  * @module
  */
 import * as v from "valibot";
-import { check, ClosedError, QbunArgumentError } from "../../ffi/errors.ts";
+import { check, ClosedError, QbunArgumentError, QbunSystemError } from "../../ffi/errors.ts";
 import { OwnedFd } from "../../ffi/fd.ts";
 import { loadNative } from "../../ffi/native.ts";
 import type { AddressInput } from "../unix/address.ts";
@@ -339,7 +339,10 @@ export class BlobChannel implements Disposable, AsyncDisposable {
         }
       }
     } catch (error) {
-      if (this.#ended === undefined) this.#end(error instanceof Error ? error : new Error(String(error)), "peer-gone");
+      if (this.#ended !== undefined) return;
+      // A peer that died with our acknowledgements unread resets the connection: that is just "gone".
+      if (error instanceof QbunSystemError && error.code === "ECONNRESET") return this.#end(null, "peer-gone");
+      this.#end(error instanceof Error ? error : new Error(String(error)), "peer-gone");
     }
   }
 

@@ -15,7 +15,9 @@
  */
 import { BlobAllocator, BlobChannel, type BlobBackend } from "../../src/blob/index.ts";
 
-const [mode, address, ...rest] = process.argv.slice(2);
+const [mode, addressArg, ...rest] = process.argv.slice(2);
+// "@name" (as the Python peers write it) is an abstract name.
+const address = addressArg?.startsWith("@") ? `\0${addressArg.slice(1)}` : addressArg;
 const sha256 = (bytes: Uint8Array) => new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
 
 if (mode === "consume") {

@@ -1,0 +1,353 @@
+/**
+ * qbun/blob across processes: BlobChannel to a Bun child and to a Python
+ * peer on every backend, acknowledgements, read-only enforcement seen from
+ * the other process, crashes of either side, and hostile peers.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import {
+  BlobAllocator,
+  BlobChannel,
+  BlobChannelClosedError,
+  BlobDescriptorError,
+  BlobProtocolError,
+  BlobRefusedError,
+  BlobStaleError,
+  QbunArgumentError,
+  type BlobBackend,
+  type ShmBlob,
+} from "../src/blob/index.ts";
+import { encodeFrame, FrameType, HEADER_SIZE } from "../src/blob/wire.ts";
+import { SharedMemory } from "../src/shm/index.ts";
+import { UnixListener, UnixSeqpacket } from "../src/unix/index.ts";
+import { caught, settledFdCount, shmListing, uniqueName } from "./helpers/env.ts";
+import { Peer } from "./helpers/peers.ts";
+
+const BACKENDS: BlobBackend[] = ["memfd", "posix", "tempfile"];
+const PEERS = join(import.meta.dir, "peers");
+const sha256 = (bytes: Uint8Array) => new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
+
+const allocator = new BlobAllocator({ defaultLeaseMs: 120_000 });
+afterAll(() => allocator.close());
+
+/** A published blob of `size` random-ish bytes on `backend`, with its hash. */
+function makeBlob(size: number, backend: BlobBackend = "memfd"): { blob: ShmBlob; sha: string } {
+  const w = allocator.create(size, { backend });
+  crypto.getRandomValues(w.bytes.subarray(0, Math.min(size, 65536)));
+  const blob = w.publish();
+  using r = blob.openReader();
+  return { blob, sha: sha256(r.view.slice()) };
+}
+
+/** Listen on a fresh abstract seqpacket name, start `cmd` with it, accept its connection as a channel. */
+async function withPeer(cmd: (address: string) => string[], name: string): Promise<{ peer: Peer; channel: BlobChannel; listener: UnixListener<"seqpacket"> }> {
+  const abstract = uniqueName(name);
+  const listener = UnixListener.listen(`\0${abstract}`, { type: "seqpacket" });
+  const accepted = listener.accept({ signal: AbortSignal.timeout(15_000) });
+  const peer = await Peer.spawn(cmd(`@${abstract}`), name);
+  const channel = new BlobChannel(await accepted);
+  return { peer, channel, listener };
+}
+
+const pythonConsumer = (hold = false) => (address: string) => ["python3", "-u", join(PEERS, "blob_peer.py"), address, ...(hold ? ["--hold"] : [])];
+const bunChild = (...args: string[]) => (address: string) => ["bun", join(PEERS, "blob_child.ts"), args[0]!, address, ...args.slice(1)];
+
+describe("BlobChannel in one process", () => {
+  test("hands over id, size, seal state and metadata; acknowledges mapped, then released", async () => {
+    const [a, b] = BlobChannel.pair();
+    const { blob, sha } = makeBlob(100_000);
+    const delivery = await a.send(blob, { metadata: { name: "frame-1", dims: [640, 480] } });
+    expect(delivery.state).toBe("sent");
+    expect(a.pending).toBe(1);
+    const reader = (await b.receive())!;
+    expect(reader.id).toBe(blob.id);
+    expect(reader.size).toBe(100_000);
+    expect(reader.sealed).toBe(true);
+    expect(reader.metadata).toEqual({ name: "frame-1", dims: [640, 480] });
+    expect(sha256(reader.view.slice())).toBe(sha);
+    await delivery.mapped;
+    expect(delivery.state).toBe("mapped");
+    expect(b.held).toBe(1);
+    reader.close();
+    expect(await delivery.released).toBe("released");
+    expect(a.pending).toBe(0);
+    expect(b.held).toBe(0);
+    blob.cleanup();
+    a.close();
+    b.close();
+  });
+
+  test("cleanupWhenReleased frees the producer's blob once the consumer lets go", async () => {
+    const [a, b] = BlobChannel.pair();
+    const { blob } = makeBlob(4096);
+    const before = allocator.stats().count;
+    const delivery = await a.send(blob, { cleanupWhenReleased: true });
+    (await b.receive())!.close();
+    await delivery.released;
+    await Bun.sleep(0);
+    expect(allocator.stats().count).toBe(before - 1);
+    expect(blob.held).toBe(false);
+    a.close();
+    b.close();
+  });
+
+  test("the blob may be cleaned up right after sending: the consumer still gets it", async () => {
+    const [a, b] = BlobChannel.pair();
+    const { blob, sha } = makeBlob(8192, "posix");
+    const delivery = await a.send(blob);
+    blob.cleanup();
+    using reader = (await b.receive())!;
+    expect(sha256(reader.view.slice())).toBe(sha);
+    reader.close();
+    expect(await delivery.released).toBe("released");
+    a.close();
+    b.close();
+  });
+
+  test("refuses to send a stale blob, a blob already in flight, or oversized metadata", async () => {
+    const [a, b] = BlobChannel.pair({ maxMetadataBytes: 100 });
+    const { blob } = makeBlob(4096);
+    await a.send(blob);
+    expect(await caught(a.send(blob))).toBeInstanceOf(QbunArgumentError);
+    expect(await caught(a.send(makeBlob(10).blob, { metadata: { x: "y".repeat(200) } }))).toBeInstanceOf(QbunArgumentError);
+    expect(await caught(a.send(makeBlob(10).blob, { metadata: [1] as never }))).toBeInstanceOf(QbunArgumentError);
+    blob.cleanup();
+    expect(await caught(a.send(blob))).toBeInstanceOf(BlobStaleError);
+    a.close();
+    b.close();
+  });
+
+  test("close: a pending receive resolves null, unreleased deliveries settle as closed", async () => {
+    const [a, b] = BlobChannel.pair();
+    const pendingReceive = b.receive();
+    const { blob } = makeBlob(4096);
+    const [c, d] = BlobChannel.pair();
+    const delivery = await c.send(blob);
+    b.close();
+    expect(await pendingReceive).toBeNull();
+    c.close();
+    expect(await delivery.released).toBe("closed");
+    expect(await caught(delivery.mapped)).toBeInstanceOf(BlobChannelClosedError);
+    expect(await caught(c.send(blob))).toMatchObject({ code: "ERR_QBUN_CLOSED" });
+    a.close();
+    d.close();
+    blob.cleanup();
+  });
+
+  test("an aborted receive leaves the channel usable", async () => {
+    const [a, b] = BlobChannel.pair();
+    const controller = new AbortController();
+    const waiting = b.receive({ signal: controller.signal });
+    controller.abort();
+    expect(await caught(waiting)).toMatchObject({ name: "AbortError" });
+    const { blob } = makeBlob(10);
+    const delivery = await a.send(blob, { cleanupWhenReleased: true });
+    (await b.receive())!.close();
+    expect(await delivery.released).toBe("released");
+    a.close();
+    b.close();
+  });
+});
+
+describe.each(BACKENDS)("%s blob to another process", (backend) => {
+  test("a Bun child maps it, sees the same bytes and metadata, and releases it", async () => {
+    const { peer, channel, listener } = await withPeer(bunChild("consume"), `bun-consumer-${backend}`);
+    try {
+      const { blob, sha } = makeBlob(3 << 20, backend);
+      const delivery = await channel.send(blob, { metadata: { backend }, cleanupWhenReleased: true });
+      const line = JSON.parse((await peer.line())!);
+      expect(line).toEqual({ id: blob.id, size: 3 << 20, sealed: backend === "memfd", metadata: { backend }, sha256: sha });
+      await delivery.mapped;
+      expect(await delivery.released).toBe("released");
+      channel.close();
+      expect(await peer.line()).toBe("END");
+    } finally {
+      channel.close();
+      listener.close();
+      await peer.kill();
+    }
+  });
+
+  test("a Python peer maps it read-only: writable mmap fails with EACCES, write(2) and resizing fail", async () => {
+    const { peer, channel, listener } = await withPeer(pythonConsumer(), `py-consumer-${backend}`);
+    try {
+      const { blob, sha } = makeBlob(1 << 20, backend);
+      const delivery = await channel.send(blob, { metadata: { n: 1 } });
+      const r = JSON.parse((await peer.line())!);
+      expect(r.id).toBe(blob.id);
+      expect(r.sha256).toBe(sha);
+      expect(r.metadata).toEqual({ n: 1 });
+      expect(r.accessMode).toBe("read-only");
+      expect(r.mapWrite).toBe("EACCES");
+      expect(r.write).toBe("EBADF");
+      expect(r.grow).toBe("EINVAL");
+      expect(r.shrink).toBe("EINVAL");
+      expect(r.announcedSealed).toBe(backend === "memfd");
+      if (backend === "memfd") expect(r.seals).toBe(15); // seal|shrink|grow|write
+      else expect(r.seals & 14).toBe(0); // tmpfs files report only F_SEAL_SEAL (cannot be sealed), disk files none
+      expect(await delivery.released).toBe("released");
+      using check = blob.openReader();
+      expect(sha256(check.view.slice())).toBe(sha); // the peer changed nothing
+      blob.cleanup();
+    } finally {
+      channel.close();
+      listener.close();
+      await peer.kill();
+    }
+  });
+});
+
+describe("crashes leak nothing", () => {
+  test.each(["python", "bun"] as const)("a %s consumer killed while holding blobs: the producer learns peer-gone and frees them", async (kind) => {
+    const shmBefore = shmListing();
+    const fdsBefore = await settledFdCount();
+    const countBefore = allocator.stats().count;
+    const { peer, channel, listener } = await withPeer(kind === "python" ? pythonConsumer(true) : bunChild("consume", "--hold"), `held-${kind}`);
+    const deliveries = [];
+    for (const backend of BACKENDS) {
+      deliveries.push(await channel.send(makeBlob(256 * 1024, backend).blob, { cleanupWhenReleased: true }));
+      await peer.line();
+    }
+    await Promise.all(deliveries.map((d) => d.mapped));
+    expect(allocator.stats().count).toBe(countBefore + 3);
+    await peer.kill();
+    expect(await Promise.all(deliveries.map((d) => d.released))).toEqual(["peer-gone", "peer-gone", "peer-gone"]);
+    await Bun.sleep(0);
+    expect(allocator.stats().count).toBe(countBefore);
+    expect(channel.closed).toBe(true);
+    listener.close();
+    expect(await settledFdCount(fdsBefore)).toBe(fdsBefore);
+    expect(shmListing()).toEqual(shmBefore);
+  });
+
+  test.each(BACKENDS)("a producer (%s) killed after sending: the consumer keeps its mapping, then nothing is left", async (backend) => {
+    const shmBefore = shmListing();
+    const fdsBefore = await settledFdCount();
+    const { peer, channel, listener } = await withPeer(bunChild("produce", backend, String(2 << 20)), `producer-${backend}`);
+    const reader = (await channel.receive({ signal: AbortSignal.timeout(15_000) }))!;
+    const sent = JSON.parse((await peer.line())!);
+    expect(reader.id).toBe(sent.id);
+    expect(reader.metadata).toEqual({ from: "bun-child" });
+    expect(shmListing()).toEqual(shmBefore); // the producer never left a name, even while alive
+    await peer.kill();
+    expect(await channel.receive()).toBeNull();
+    expect(sha256(reader.view.slice())).toBe(sent.sha256); // still readable after the producer died
+    reader.close();
+    channel.close();
+    listener.close();
+    expect(await settledFdCount(fdsBefore)).toBe(fdsBefore);
+    expect(shmListing()).toEqual(shmBefore);
+  });
+});
+
+describe("hostile peers", () => {
+  /** A BlobChannel whose peer is a raw seqpacket socket the test writes frames on. */
+  function rawPeer(): { channel: BlobChannel; raw: UnixSeqpacket } {
+    const [a, raw] = UnixSeqpacket.pair();
+    return { channel: new BlobChannel(a), raw };
+  }
+
+  const refusalOf = async (raw: UnixSeqpacket) => {
+    using msg = (await raw.receive({ signal: AbortSignal.timeout(5000) }))!;
+    const view = new DataView(msg.data.buffer, msg.data.byteOffset);
+    return { type: msg.data[5], reason: view.getUint32(36, true) };
+  };
+
+  test("a descriptor whose size or seals do not match is refused alone; the channel carries on", async () => {
+    const before = await settledFdCount();
+    const { channel, raw } = rawPeer();
+    using liar = SharedMemory.memfd({ size: 4096 });
+    const id = "ab".repeat(16);
+    await raw.send(encodeFrame(FrameType.Offer, id, { size: 8192, backend: "memfd" }), { fds: [liar.fd] });
+    const sizeError = await caught(channel.receive());
+    expect(sizeError).toBeInstanceOf(BlobDescriptorError);
+    expect((sizeError as BlobDescriptorError).problem).toBe("size-mismatch");
+    expect(await refusalOf(raw)).toEqual({ type: FrameType.Refused, reason: 1 });
+
+    await raw.send(encodeFrame(FrameType.Offer, id, { size: 4096, sealed: true, backend: "memfd" }), { fds: [liar.fd] });
+    expect(await caught(channel.receive())).toMatchObject({ code: "ERR_QBUN_BLOB_DESCRIPTOR", problem: "not-sealed" });
+    expect(await refusalOf(raw)).toEqual({ type: FrameType.Refused, reason: 2 });
+
+    const [s1, s2] = UnixSeqpacket.pair(); // not a file at all
+    await raw.send(encodeFrame(FrameType.Offer, id, { size: 4096, backend: "memfd" }), { fds: [s1.fd] });
+    expect(await caught(channel.receive())).toMatchObject({ problem: "not-a-file" });
+    s1.close();
+    s2.close();
+    await refusalOf(raw);
+
+    // An honest offer afterwards is taken.
+    await raw.send(encodeFrame(FrameType.Offer, id, { size: 4096, backend: "memfd" }), { fds: [liar.fd] });
+    using ok = (await channel.receive())!;
+    expect(ok.size).toBe(4096);
+    expect(channel.closed).toBe(false);
+    ok.close();
+    channel.close();
+    raw.close();
+    liar.close();
+    expect(await settledFdCount(before)).toBe(before);
+  });
+
+  test("a producer whose blob is refused (unsealed, consumer requires seals) sees BlobRefusedError, then a sealed one goes through", async () => {
+    const [a, b] = BlobChannel.pair({ requireSealed: true });
+    const { blob } = makeBlob(4096, "tempfile"); // unsealed
+    const delivery = await a.send(blob, { cleanupWhenReleased: true });
+    expect(await caught(b.receive())).toMatchObject({ problem: "not-sealed" });
+    const refused = await caught(delivery.mapped);
+    expect(refused).toBeInstanceOf(BlobRefusedError);
+    expect((refused as BlobRefusedError).problem).toBe("not-sealed");
+    expect(await delivery.released).toBe("refused");
+    const sealed = makeBlob(4096).blob;
+    const ok = await a.send(sealed, { cleanupWhenReleased: true });
+    (await b.receive())!.close();
+    expect(await ok.released).toBe("released");
+    a.close();
+    b.close();
+  });
+
+  test.each([
+    ["bad magic", (f: Uint8Array) => f.fill(0, 0, 4), true],
+    ["a short frame", (f: Uint8Array) => f.subarray(0, 20), true],
+    ["a metadata length past the frame", (f: Uint8Array) => (new DataView(f.buffer).setUint32(32, 1 << 30, true), f), true],
+    ["an unknown frame type", (f: Uint8Array) => ((f[5] = 9), f), true],
+    ["metadata that is not JSON", (f: Uint8Array) => { const g = new Uint8Array(HEADER_SIZE + 3); g.set(f); g.set([123, 123, 0], HEADER_SIZE); new DataView(g.buffer).setUint32(32, 3, true); return g; }, true],
+    ["an offer without an fd", (f: Uint8Array) => f, false],
+  ] as const)("%s disconnects the peer with BlobProtocolError; other channels carry on", async (_what, mangle, withFd) => {
+    const before = await settledFdCount();
+    const { channel, raw } = rawPeer();
+    using mem = SharedMemory.memfd({ size: 4096 });
+    const frame = mangle(encodeFrame(FrameType.Offer, "cd".repeat(16), { size: 4096, backend: "memfd" }));
+    await raw.send(frame, withFd ? { fds: [mem.fd] } : {});
+    const error = await caught(channel.receive());
+    expect(error).toBeInstanceOf(BlobProtocolError);
+    expect(channel.closed).toBe(true);
+    expect(await raw.receive()).toBeNull(); // disconnected
+    expect(await caught(channel.receive())).toBe(error);
+    // A well-behaved pair in the same process is still served.
+    const [a, b] = BlobChannel.pair();
+    const delivery = await a.send(makeBlob(10).blob, { cleanupWhenReleased: true });
+    (await b.receive())!.close();
+    expect(await delivery.released).toBe("released");
+    a.close();
+    b.close();
+    raw.close();
+    mem.close();
+    expect(await settledFdCount(before)).toBe(before);
+  });
+
+  test("acknowledgements for blobs never sent, or carrying fds, disconnect the consumer; deliveries end as peer-gone", async () => {
+    for (const bad of ["unknown id", "fd on ack"] as const) {
+      const { channel, raw } = rawPeer();
+      const { blob } = makeBlob(4096);
+      const delivery = await channel.send(blob, { cleanupWhenReleased: true });
+      using offer = (await raw.receive())!;
+      expect(offer.fds.length).toBe(1);
+      if (bad === "unknown id") await raw.send(encodeFrame(FrameType.Mapped, "ee".repeat(16)));
+      else await raw.send(encodeFrame(FrameType.Mapped, blob.id), { fds: [offer.fds[0]!] });
+      expect(await delivery.released).toBe("peer-gone");
+      expect(await caught(delivery.mapped)).toBeInstanceOf(BlobChannelClosedError);
+      expect(channel.closed).toBe(true);
+      expect(await caught(channel.receive())).toBeInstanceOf(BlobProtocolError);
+      raw.close();
+    }
+  });
+});
