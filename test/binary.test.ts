@@ -193,6 +193,25 @@ describe("the standalone executable", () => {
     expect(ran.exitCode).toBe(0);
   });
 
+  test("serve --handler imports a TypeScript module by path; call and ls see it", async () => {
+    const handler = join(dir, "reverse.ts");
+    writeFileSync(handler, 'export default { onRequest(r: { payload: Uint8Array }) { return { data: r.payload.slice().reverse() }; } };\n');
+    const service = `qbun-test-${process.pid}-binary-handler`;
+    const proc = Bun.spawn([qbun, "serve", "--service", service, "--handler", "reverse.ts"], { cwd: dir, stdout: "pipe", stderr: "pipe" });
+    try {
+      const reader = proc.stdout.getReader();
+      expect(new TextDecoder().decode((await reader.read()).value).trim()).toBe(`READY ${service}`);
+      reader.releaseLock();
+      const called = await runAsync([qbun, "call", service, "1", "abc", "--json"]);
+      expect(json(called)).toMatchObject({ error: 0, data: "cba" });
+      const listed = json(await runAsync([qbun, "ls", "--json"]));
+      expect(listed.services.find((s: { name: string }) => s.name === service)?.owners[0].pid).toBe(proc.pid);
+    } finally {
+      proc.kill("SIGTERM");
+    }
+    expect(await proc.exited).toBe(0);
+  });
+
   describe("on a machine without libc6-dev (mount namespace hiding /usr/include and libc.so)", () => {
     const why = namespaceUnavailable();
     let emptyFile = "";
@@ -232,6 +251,21 @@ describe("the standalone executable", () => {
       expect(ran.exitCode).toBe(0);
     });
 
+    test.skipIf(why !== undefined)(`the executable's call and doctor --json work${why ? ` (skipped: ${why})` : ""}`, async () => {
+      await using server = await serveFromSource();
+      const called = hide([qbun, "call", server.service, "1", "no headers here", "--json"]);
+      expect(called.stderr).toContain("hidden: /usr/include has no stdio.h");
+      expect(json(called)).toMatchObject({ error: 0, size: 15, data: "no headers here", encoding: "utf8" });
+      expect(called.exitCode).toBe(0);
+
+      const checked = hide([qbun, "doctor", "--json"]);
+      const report = json(checked);
+      for (const id of ["memfd-seals", "abstract-sockets", "shm-permissions"]) {
+        expect(report.checks.find((c: { id: string }) => c.id === id)).toMatchObject({ verdict: "ok" });
+      }
+      expect(checked.exitCode).toBe(report.ok ? 0 : 1);
+    });
+
     test.skipIf(why !== undefined)("from source, selftest fails with a clear message, not a crash", () => {
       const ran = hide([bun, cliMain, "selftest", "--json"]);
       expect(ran.stderr).toContain("hidden: /usr/include has no stdio.h");
@@ -249,6 +283,31 @@ describe("the standalone executable", () => {
     });
   });
 });
+
+/** {@link run}, without blocking this process's event loop. */
+async function runAsync(cmd: string[]): Promise<Ran> {
+  const proc = Bun.spawn(cmd, { cwd: root, stdout: "pipe", stderr: "pipe" });
+  const [stdout, stderr] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
+  const exitCode = await proc.exited;
+  return { exitCode, signalCode: proc.signalCode == null ? null : String(proc.signalCode), stdout, stderr };
+}
+
+/** `qbun serve` from source in a child process (so a blocking spawnSync here cannot stall it), stopped on dispose. */
+async function serveFromSource(): Promise<AsyncDisposable & { service: string }> {
+  const service = `qbun-test-${process.pid}-binary-call`;
+  const proc = Bun.spawn([bun, cliMain, "serve", "--service", service], { stdout: "pipe", stderr: "pipe" });
+  const reader = proc.stdout.getReader();
+  const first = new TextDecoder().decode((await reader.read()).value).trim();
+  reader.releaseLock();
+  if (first !== `READY ${service}`) throw new Error(`serve said ${JSON.stringify(first)}`);
+  return {
+    service,
+    async [Symbol.asyncDispose]() {
+      proc.kill("SIGTERM");
+      await proc.exited;
+    },
+  };
+}
 
 /**
  * Runs "$@" after hiding libc6-dev in the current (private) mount namespace:

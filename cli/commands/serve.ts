@@ -4,8 +4,9 @@
  * @module
  */
 import * as v from "valibot";
-import { QbServer, interopAuthenticate, interopHandler } from "../../src/qb/index.ts";
-import { errorMessage } from "../io.ts";
+import { QbServer, interopAuthenticate, interopHandler, type QbServerOptions } from "../../src/qb/index.ts";
+import { loadHandlerModule, type HandlerContext } from "../handler-module.ts";
+import { CliUsageError, errorMessage } from "../io.ts";
 import { defineCommand } from "./command.ts";
 
 const uid = v.pipe(v.string(), v.regex(/^\d+$/, "must be a uid (a whole number)"), v.transform(Number));
@@ -13,7 +14,7 @@ const uid = v.pipe(v.string(), v.regex(/^\d+$/, "must be a uid (a whole number)"
 /** The `serve` command. */
 export const serve = defineCommand({
   name: "serve",
-  summary: "Run the interop test service on a libqb-compatible server",
+  summary: "Run a libqb-compatible server: the interop test service, or your handler module",
   description:
     "Listens as the libqb service NAME (abstract socket, or /tmp/NAME when\n" +
     "/etc/libqb/force-filesystem-sockets exists) and answers the interop service's requests\n" +
@@ -26,6 +27,7 @@ export const serve = defineCommand({
     "deny-uid": { type: "string", value: "N", help: "Reject clients with this uid (EACCES)" },
     "ro-uid": { type: "string", value: "N", help: "Accept clients with this uid read-only" },
     "max-msg": { type: "string", value: "BYTES", help: "Smallest max message size to negotiate" },
+    handler: { type: "string", value: "FILE", help: "Serve this TypeScript/JavaScript handler module instead of the interop service" },
   },
   schema: v.strictObject({
     service: v.pipe(
@@ -38,18 +40,43 @@ export const serve = defineCommand({
     "deny-uid": v.optional(uid),
     "ro-uid": v.optional(uid),
     "max-msg": v.optional(v.pipe(v.string(), v.regex(/^\d+$/, "must be a byte count"), v.transform(Number))),
+    handler: v.optional(v.pipe(v.string(), v.minLength(1, "a path to a handler module"))),
   }),
   async run(options, io) {
-    const server = await QbServer.listen({
+    const common = {
       name: options.service,
       transport: options.transport,
-      handler: interopHandler,
-      authenticate: interopAuthenticate({ denyUid: options["deny-uid"], readOnlyUid: options["ro-uid"] }),
       maxMessageSize: options["max-msg"],
-      // The interop handler reads every payload synchronously: it can take them in place.
-      zeroCopyRequests: true,
-      onError: (error) => io.err(`qbun serve: ${errorMessage(error)}`),
-    });
+      onError: (error: unknown) => io.err(`qbun serve: ${errorMessage(error)}`),
+    };
+    let server: QbServer;
+    if (options.handler !== undefined) {
+      for (const flag of ["deny-uid", "ro-uid"] as const) {
+        if (options[flag] !== undefined) throw new CliUsageError(`--${flag} applies to the interop service; with --handler, your module's authenticate(peer) decides`);
+      }
+      const mod = await loadHandlerModule(options.handler);
+      let running: QbServer | undefined;
+      const ctx: HandlerContext = {
+        get server() {
+          if (!running) throw new Error("the server is not listening yet");
+          return running;
+        },
+        log: (text) => io.err(text),
+      };
+      const serverOptions: QbServerOptions = { ...common, handler: (request) => mod.onRequest(request, ctx) };
+      if (mod.authenticate) serverOptions.authenticate = (peer) => mod.authenticate!(peer, ctx);
+      if (mod.onConnect) serverOptions.onConnect = (connection) => mod.onConnect!(connection, ctx);
+      if (mod.onDisconnect) serverOptions.onDisconnect = (connection, reason) => mod.onDisconnect!(connection, reason, ctx);
+      server = running = await QbServer.listen(serverOptions);
+    } else {
+      server = await QbServer.listen({
+        ...common,
+        handler: interopHandler,
+        authenticate: interopAuthenticate({ denyUid: options["deny-uid"], readOnlyUid: options["ro-uid"] }),
+        // The interop handler reads every payload synchronously: it can take them in place.
+        zeroCopyRequests: true,
+      });
+    }
     const { promise: stopped, resolve } = Promise.withResolvers<string>();
     const onSignal = (signal: string) => () => resolve(signal);
     const handlers = { SIGTERM: onSignal("SIGTERM"), SIGINT: onSignal("SIGINT") };
