@@ -23,6 +23,9 @@ import { UnixListener, UnixSeqpacket } from "../src/unix/index.ts";
 import { caught, settledFdCount, shmListing, uniqueName } from "./helpers/env.ts";
 import { Peer } from "./helpers/peers.ts";
 
+/** The blob backends' names in /dev/shm ("qbun-blob-*"); other test runs on the machine add their own files. */
+const blobShmNames = () => shmListing().filter((name) => name.startsWith("qbun-blob-"));
+
 const BACKENDS: BlobBackend[] = ["memfd", "posix", "tempfile"];
 const PEERS = join(import.meta.dir, "peers");
 const sha256 = (bytes: Uint8Array) => new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
@@ -199,7 +202,7 @@ describe.each(BACKENDS)("%s blob to another process", (backend) => {
 
 describe("crashes leak nothing", () => {
   test.each(["python", "bun"] as const)("a %s consumer killed while holding blobs: the producer learns peer-gone and frees them", async (kind) => {
-    const shmBefore = shmListing();
+    const shmBefore = blobShmNames();
     const fdsBefore = await settledFdCount();
     const countBefore = allocator.stats().count;
     const { peer, channel, listener } = await withPeer(kind === "python" ? pythonConsumer(true) : bunChild("consume", "--hold"), `held-${kind}`);
@@ -217,18 +220,18 @@ describe("crashes leak nothing", () => {
     expect(channel.closed).toBe(true);
     listener.close();
     expect(await settledFdCount(fdsBefore)).toBe(fdsBefore);
-    expect(shmListing()).toEqual(shmBefore);
+    expect(blobShmNames()).toEqual(shmBefore);
   });
 
   test.each(BACKENDS)("a producer (%s) killed after sending: the consumer keeps its mapping, then nothing is left", async (backend) => {
-    const shmBefore = shmListing();
+    const shmBefore = blobShmNames();
     const fdsBefore = await settledFdCount();
     const { peer, channel, listener } = await withPeer(bunChild("produce", backend, String(2 << 20)), `producer-${backend}`);
     const reader = (await channel.receive({ signal: AbortSignal.timeout(15_000) }))!;
     const sent = JSON.parse((await peer.line())!);
     expect(reader.id).toBe(sent.id);
     expect(reader.metadata).toEqual({ from: "bun-child" });
-    expect(shmListing()).toEqual(shmBefore); // the producer never left a name, even while alive
+    expect(blobShmNames()).toEqual(shmBefore); // the producer never left a name, even while alive
     await peer.kill();
     expect(await channel.receive()).toBeNull();
     expect(sha256(reader.view.slice())).toBe(sent.sha256); // still readable after the producer died
@@ -236,7 +239,7 @@ describe("crashes leak nothing", () => {
     channel.close();
     listener.close();
     expect(await settledFdCount(fdsBefore)).toBe(fdsBefore);
-    expect(shmListing()).toEqual(shmBefore);
+    expect(blobShmNames()).toEqual(shmBefore);
   });
 });
 
