@@ -94,6 +94,25 @@ describe("BlobChannel in one process", () => {
     b.close();
   });
 
+  test("a reader dropped without close still tells the producer it was released (when collected)", async () => {
+    const [a, b] = BlobChannel.pair();
+    const { blob } = makeBlob(4096);
+    const delivery = await a.send(blob, { cleanupWhenReleased: true });
+    await (async () => {
+      (await b.receive())!.view.at(0); // used, then forgotten
+    })();
+    await delivery.mapped;
+    let outcome: string | undefined;
+    void delivery.released.then((o) => (outcome = o));
+    for (let i = 0; i < 50 && outcome === undefined; i++) {
+      Bun.gc(true);
+      await Bun.sleep(10);
+    }
+    expect(outcome).toBe("released");
+    a.close();
+    b.close();
+  });
+
   test("the blob may be cleaned up right after sending: the consumer still gets it", async () => {
     const [a, b] = BlobChannel.pair();
     const { blob, sha } = makeBlob(8192, "posix");
@@ -116,6 +135,8 @@ describe("BlobChannel in one process", () => {
     expect(await caught(a.send(makeBlob(10).blob, { metadata: [1] as never }))).toBeInstanceOf(QbunArgumentError);
     blob.cleanup();
     expect(await caught(a.send(blob))).toBeInstanceOf(BlobStaleError);
+    using writer = allocator.create(10);
+    expect(await caught(a.send(writer as never))).toMatchObject({ message: expect.stringContaining("publish()") });
     a.close();
     b.close();
   });

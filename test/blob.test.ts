@@ -183,6 +183,26 @@ describe("memfd seals", () => {
     blob.cleanup();
   });
 
+  test("an unsealed blob shrunk under a reader reads zeros past the new end instead of killing the process", () => {
+    using allocator = new BlobAllocator({ backend: "posix" });
+    const w = allocator.create(3 * 4096);
+    w.bytes.fill(9);
+    const blob = w.publish();
+    using r = blob.openReader();
+    if (process.getuid!() === 0) {
+      // Only root can get a writable fd back (mode 0400): play the hostile producer.
+      using rw = SharedMemory.openFile({ path: `/proc/self/fd/${blob.fd}` });
+      rw.resize(4096);
+      expect(r.view.at(0)).toBe(9);
+      expect(r.view.at(2 * 4096 + 5)).toBe(0); // would be SIGBUS without the guard
+      expect(r.faulted).toBe(true);
+    } else {
+      expect(() => SharedMemory.openFile({ path: `/proc/self/fd/${blob.fd}` })).toThrow(expect.objectContaining({ code: "EACCES" }));
+      expect(r.faulted).toBe(false);
+    }
+    blob.cleanup();
+  });
+
   test("posix and tempfile blobs are not sealed, and readers map them with the SIGBUS guard", () => {
     using allocator = new BlobAllocator({ backend: "posix" });
     const blob = allocator.create(4096).publish();

@@ -15,7 +15,7 @@ import { UnixSeqpacket } from "../unix/seqpacket.ts";
 import type { ReceivedMessage } from "../unix/socket.ts";
 import { BlobChannelClosedError, BlobDescriptorError, BlobProtocolError, BlobRefusedError, type BlobDescriptorProblem } from "./errors.ts";
 import { BlobReader, DEFAULT_MAX_READ_SIZE } from "./reader.ts";
-import type { ShmBlob } from "./shm-blob.ts";
+import { ShmBlob } from "./shm-blob.ts";
 import { decodeFrame, DEFAULT_MAX_METADATA, encodeFrame, FrameType, HEADER_SIZE, type Frame } from "./wire.ts";
 
 /** Options for a {@link BlobChannel}. */
@@ -34,7 +34,10 @@ export interface BlobChannelOptions {
 export interface SendBlobOptions {
   /** A JSON object sent along with the blob (the receiver sees it as {@link BlobReader.metadata}). */
   metadata?: Record<string, unknown>;
-  /** Clean the blob up (release the producer's fd) once the consumer released or refused it, or went away. */
+  /**
+   * Clean the blob up (release the producer's fd) once the consumer released
+   * or refused it, or went away. A send that fails leaves the blob held.
+   */
   cleanupWhenReleased?: boolean;
   /** Cancels a send that waits for room in the socket. */
   signal?: AbortSignal;
@@ -189,6 +192,7 @@ export class BlobChannel implements Disposable, AsyncDisposable {
    */
   async send(blob: ShmBlob, options: SendBlobOptions = {}): Promise<BlobDelivery> {
     if (this.#ended !== undefined) throw this.#ended ?? new ClosedError("blob channel");
+    if (!(blob instanceof ShmBlob)) throw new QbunArgumentError("send() takes a published blob: call publish() on the writer first");
     // A dup travels, so a cleanup while the send waits for room cannot close (or recycle) the fd being sent.
     using fd = new OwnedFd(check(loadNative().qbn_dup(blob.fd), "fcntl(F_DUPFD_CLOEXEC)"));
     if (this.#deliveries.has(blob.id)) throw new QbunArgumentError(`blob ${blob.id} is already in flight on this channel: wait for its release`);

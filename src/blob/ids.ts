@@ -17,11 +17,6 @@ export const ID_BYTES = 16;
 const ID_RE = /^[0-9a-f]{32}$/;
 const MAC_BYTES = 16;
 
-/** Whether `id` has the shape of a blob id (32 lowercase hex digits). */
-export function isBlobId(id: unknown): id is string {
-  return typeof id === "string" && ID_RE.test(id);
-}
-
 /** Issues and checks tokens under one secret. */
 export class TokenMinter {
   readonly #secret = randomBytes(32);

@@ -3,7 +3,7 @@
  * was checked against what its sender announced.
  * @module
  */
-import { check, QbunSystemError } from "../../ffi/errors.ts";
+import { check, ClosedError, QbunSystemError } from "../../ffi/errors.ts";
 import { OwnedFd, type FdLike } from "../../ffi/fd.ts";
 import { loadNative } from "../../ffi/native.ts";
 import type { Mapping, ReadonlyBytes } from "../shm/mapping.ts";
@@ -17,6 +17,10 @@ const F_GET_SEALS = 1034;
 const IMMUTABLE_SEALS = 2 | 4 | 8;
 /** Default ceiling on the size a reader accepts (1 TiB). */
 export const DEFAULT_MAX_READ_SIZE = 2 ** 40;
+
+// A reader dropped without close() is unmapped by the collector (Mapping's
+// deallocator); this makes sure its sender still hears that it was released.
+const droppedReaders = new FinalizationRegistry<() => void>((onClose) => onClose());
 
 /** What a reader is told to expect about a descriptor (checked before mapping). */
 export interface BlobExpectation {
@@ -70,6 +74,7 @@ export class BlobReader implements Disposable {
     this.id = expected.id;
     this.metadata = Object.freeze({ ...expected.metadata });
     this.#onClose = onClose;
+    if (onClose) droppedReaders.register(this, onClose, this);
   }
 
   /**
@@ -115,7 +120,7 @@ export class BlobReader implements Disposable {
 
   /** Bounds-checked read access to the bytes (zero-copy; frozen, no setters). */
   get view(): ReadonlyBytes {
-    if (this.#mapping.closed) void this.#mapping.view; // throws ClosedError
+    if (this.#mapping.closed) throw new ClosedError(`blob reader${this.id ? ` ${this.id}` : ""}`);
     return this.#view;
   }
 
@@ -143,7 +148,10 @@ export class BlobReader implements Disposable {
     this.#mapping.close();
     const hook = this.#onClose;
     this.#onClose = undefined;
-    hook?.();
+    if (hook) {
+      droppedReaders.unregister(this);
+      hook();
+    }
   }
 
   /** Same as {@link BlobReader.close}. */

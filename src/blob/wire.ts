@@ -21,7 +21,9 @@ import { ID_BYTES } from "./ids.ts";
 
 /** "QBLB" read as a little-endian u32. */
 export const MAGIC = 0x424c4251;
+/** Protocol version in byte 4. */
 export const VERSION = 1;
+/** Bytes before the metadata. */
 export const HEADER_SIZE = 40;
 /** Largest metadata a channel sends or accepts by default. */
 export const DEFAULT_MAX_METADATA = 16 * 1024;
