@@ -25,6 +25,15 @@ const USAGE = 2;
  */
 export async function runCli(argv: readonly string[], io: CliIo = processIo): Promise<number> {
   const [first, ...rest] = argv;
+  if (first === undefined && io.tty) {
+    const { runInteractive } = await import("./interactive.ts");
+    try {
+      return await runInteractive(io);
+    } catch (error) {
+      io.err(`qbun: ${errorMessage(error)}`);
+      return 1;
+    }
+  }
   if (first === undefined || first === "-h" || first === "--help") {
     io.out(mainHelp(commands));
     return 0;
