@@ -3,7 +3,9 @@
  * pseudo-terminal (util-linux `script`) with keystrokes, against a qbun
  * server and the libqb reference server; and no prompts without a terminal.
  */
+import type { Subprocess } from "bun";
 import { afterAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { QbClient } from "../src/qb/index.ts";
 import { removeCBuilds } from "./helpers/peers.ts";
 import { cliMain, qbun, SERVER_KINDS, startServer } from "./cli-support.ts";
@@ -14,18 +16,17 @@ const ANSI = /\x1b\[[0-9;?]*[A-Za-z]/g;
 
 /** `qbun` in a pseudo-terminal: type keys, wait for text on the screen. */
 class Terminal implements AsyncDisposable {
-  readonly proc = Bun.spawn(["script", "-qfec", `stty cols 160 rows 50; exec ${process.execPath} ${cliMain}`, "/dev/null"], {
-    stdin: "pipe",
-    stdout: "pipe",
-    stderr: "pipe",
-  });
+  readonly proc: Subprocess<"pipe", "pipe", "pipe">;
   /** Everything shown so far, escape sequences removed. */
   screen = "";
   #seen = 0;
   #waiters: (() => void)[] = [];
   readonly #reading: Promise<void>;
 
-  constructor() {
+  /** Runs `qbun ...args` (no arguments: the interactive session). */
+  constructor(args: string[] = []) {
+    const command = [process.execPath, cliMain, ...args].map((word) => `'${word}'`).join(" ");
+    this.proc = Bun.spawn(["script", "-qfec", `stty cols 160 rows 50; exec ${command}`, "/dev/null"], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
     this.#reading = (async () => {
       const decoder = new TextDecoder();
       for await (const chunk of this.proc.stdout) {
@@ -144,6 +145,38 @@ test("q quits with a goodbye and exit code 0", async () => {
   await term.type("q");
   await term.waitFor("Bye.");
   expect(await term.exited()).toBe(0);
+});
+
+test("clean in a terminal asks before removing: no keeps the stale directory, yes removes it", async () => {
+  const gone = Bun.spawn(["true"]);
+  await gone.exited;
+  const service = `qbun-test-${process.pid}-tty-clean`;
+  const dir = `/dev/shm/qb-${gone.pid}-${gone.pid}-9-TtyCln`;
+  mkdirSync(dir);
+  writeFileSync(`${dir}/qb-control-${service}`, new Uint8Array(24));
+  try {
+    for (const [key, remains] of [["n", true], ["y", false]] as const) {
+      await using term = new Terminal(["clean", "--service", service]);
+      await term.waitFor(dir);
+      await term.waitFor("Remove these 1 item(s)?");
+      await term.type(key);
+      await term.type("\r");
+      await term.waitFor(remains ? "dry run: nothing removed" : "removed 1 of 1");
+      expect(await term.exited()).toBe(0);
+      expect(existsSync(dir)).toBe(remains);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("every command answers --help with its usage", async () => {
+  for (const command of ["serve", "call", "ls", "doctor", "clean", "bench", "demo", "selftest"]) {
+    const ran = await qbun([command, "--help"]);
+    expect(ran.exitCode).toBe(0);
+    expect(ran.stdout).toStartWith(`Usage: qbun ${command} [options]`);
+    expect(ran.stdout).toContain("-h, --help");
+  }
 });
 
 test("without a terminal, no arguments prints help and never prompts", async () => {
