@@ -26,10 +26,11 @@ class Terminal implements AsyncDisposable {
   /** Runs `qbun ...args` (no arguments: the interactive session). */
   constructor(args: string[] = []) {
     const command = [process.execPath, cliMain, ...args].map((word) => `'${word}'`).join(" ");
-    this.proc = Bun.spawn(["script", "-qfec", `stty cols 160 rows 50; exec ${command}`, "/dev/null"], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+    const proc = Bun.spawn(["script", "-qfec", `stty cols 160 rows 50; exec ${command}`, "/dev/null"], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+    this.proc = proc;
     this.#reading = (async () => {
       const decoder = new TextDecoder();
-      for await (const chunk of this.proc.stdout) {
+      for await (const chunk of proc.stdout) {
         this.screen += decoder.decode(chunk, { stream: true }).replace(ANSI, "");
         for (const wake of this.#waiters.splice(0)) wake();
       }
