@@ -4,7 +4,7 @@
  * processes that are gone.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { QbClient } from "../src/qb/index.ts";
 import { tempDir, uniqueName } from "./helpers/env.ts";
@@ -150,6 +150,31 @@ describe("qbun doctor and clean with a stale ring directory of a dead process", 
     expect(existsSync(dead)).toBe(false);
     expect(existsSync(dir.file("live-service"))).toBe(true);
     live.close();
+  });
+});
+
+describe("qbun doctor verdicts", () => {
+  test("a /dev/shm stand-in that is not 1777 warns with a chmod fix; a missing one fails and exits 1", async () => {
+    using dir = tempDir("cli-doctor");
+    chmodSync(dir.path, 0o755);
+    const warned = json(await qbun(["doctor", "--shm-dir", dir.path, "--json"]));
+    const permissions = warned.checks.find((c: any) => c.id === "shm-permissions");
+    expect(permissions.verdict).toBe("warn");
+    expect(permissions.detail).toContain("mode 755, not 1777");
+    expect(permissions.fix).toContain(`chmod 1777 ${dir.path}`);
+
+    const missing = await qbun(["doctor", "--shm-dir", dir.file("absent"), "--json"]);
+    expect(missing.exitCode).toBe(1);
+    const report = json(missing);
+    expect(report.ok).toBe(false);
+    const space = report.checks.find((c: any) => c.id === "shm-space");
+    expect(space.verdict).toBe("fail");
+    expect(space.detail).toContain("ENOENT");
+    expect(space.fix).toContain("mount -t tmpfs");
+    const text = await qbun(["doctor", "--shm-dir", dir.file("absent")]);
+    expect(text.exitCode).toBe(1);
+    expect(text.stdout).toMatch(/^FAIL  \/dev\/shm size and free space/m);
+    expect(text.stdout).toContain("verdict: NOT OK");
   });
 });
 

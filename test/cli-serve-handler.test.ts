@@ -16,7 +16,7 @@ beforeAll(async () => {
 afterAll(removeCBuilds);
 
 /** A handler in the documented shape: id 1 upper-cases text, id 2 tells the connection count; uid 65534 is refused. */
-export const HANDLER_SOURCE = `
+const HANDLER_SOURCE = `
 import type { QbRequest } from "qbun-types-are-erased";
 let connected = 0;
 export default {

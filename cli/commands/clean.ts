@@ -32,7 +32,8 @@ export const clean = defineCommand({
     "Finds libqb connection files in /dev/shm that no live process uses (the server and client\n" +
     "pids in the name are gone, or no longer map them) and, in filesystem-socket mode, service\n" +
     "sockets nobody listens on. Lists them; removes them with --yes. In a terminal without --yes\n" +
-    "it asks first; otherwise it only lists (a dry run). Exit code 1 if something could not be removed.",
+    "(and without --json) it asks first; otherwise it only lists (a dry run). Exit code 1 if\n" +
+    "something could not be removed.",
   flags: {
     yes: { type: "boolean", short: "y", help: "Remove without asking" },
     force: { type: "boolean", help: "Same as --yes" },

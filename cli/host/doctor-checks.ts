@@ -39,6 +39,8 @@ export interface DoctorOptions {
 interface Check {
   readonly id: string;
   readonly title: string;
+  /** The fix to show when the check itself throws. */
+  readonly fixOnError: string;
   run(options: DoctorOptions): Promise<Omit<CheckOutcome, "id" | "title">> | Omit<CheckOutcome, "id" | "title">;
 }
 
@@ -49,6 +51,7 @@ const SMALLEST_CONNECTION = 3 * (8248 + 2 * 12328 + 4096);
 const checks: readonly Check[] = [
   {
     id: "memfd-seals",
+    fixOnError: "qbun needs memfd_create with sealing (Linux 3.17+) and its C helper: run qbun selftest for details",
     title: "memfd and file seals",
     run() {
       using mem = SharedMemory.memfd({ size: 4096, name: "qbun-doctor" });
@@ -66,6 +69,7 @@ const checks: readonly Check[] = [
   },
   {
     id: "abstract-sockets",
+    fixOnError: "abstract AF_UNIX sockets are needed by libqb unless /etc/libqb/force-filesystem-sockets exists; run qbun selftest for details",
     title: "abstract unix sockets (libqb's padded names)",
     async run() {
       const name = `qbun-doctor-${process.pid}-${crypto.randomUUID().slice(0, 8)}`;
@@ -81,6 +85,7 @@ const checks: readonly Check[] = [
   },
   {
     id: "shm-space",
+    fixOnError: "/dev/shm must exist as a tmpfs: mount -t tmpfs -o mode=1777 tmpfs /dev/shm",
     title: "/dev/shm size and free space",
     run({ shmDir = "/dev/shm" }) {
       const fs = statfsSync(shmDir);
@@ -98,6 +103,7 @@ const checks: readonly Check[] = [
   },
   {
     id: "shm-permissions",
+    fixOnError: "/dev/shm must exist as a tmpfs: mount -t tmpfs -o mode=1777 tmpfs /dev/shm",
     title: "/dev/shm permissions",
     run({ shmDir = "/dev/shm" }) {
       const st = statSync(shmDir);
@@ -117,6 +123,7 @@ const checks: readonly Check[] = [
   },
   {
     id: "fd-limits",
+    fixOnError: "check ulimit -n by hand",
     title: "open file limits (RLIMIT_NOFILE)",
     run() {
       const own = nofile("self");
@@ -137,6 +144,7 @@ const checks: readonly Check[] = [
   },
   {
     id: "stale-files",
+    fixOnError: "look at /dev/shm by hand (ls -la /dev/shm/qb-*)",
     title: "stale ring files and sockets of dead processes",
     async run(options) {
       const stale = await findStale({ shmDir: options.shmDir, socketDir: options.socketDir });
@@ -153,6 +161,7 @@ const checks: readonly Check[] = [
   },
   {
     id: "libqb",
+    fixOnError: "look for libqb.so.100 by hand (ldconfig -p | grep libqb)",
     title: "libqb installed (libqb.so.100)",
     run() {
       const found = findLibqb();
@@ -162,6 +171,7 @@ const checks: readonly Check[] = [
   },
   {
     id: "socket-mode",
+    fixOnError: "check /etc/libqb/force-filesystem-sockets and /tmp by hand",
     title: "libqb socket mode (force-filesystem-sockets)",
     run({ socketDir = "/tmp" }) {
       if (!existsSync(FORCE_FILESYSTEM_SOCKETS)) {
@@ -189,7 +199,7 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<CheckOutco
         title: check.title,
         verdict: "fail",
         detail: errorMessage(error).split("\n")[0]!,
-        fix: "run qbun selftest for the details of qbun's native layer on this machine",
+        fix: check.fixOnError,
       });
     }
   }
