@@ -6,6 +6,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { paddedAbstractName, unixSockets } from "../cli/host/unix-sockets.ts";
 import { QbClient } from "../src/qb/index.ts";
 import { tempDir, uniqueName } from "./helpers/env.ts";
 import { removeCBuilds } from "./helpers/peers.ts";
@@ -122,6 +123,23 @@ describe("qbun doctor and clean with a stale ring directory of a dead process", 
     }
   });
 
+  test("old libqb's flat ring files (no directory) of a dead process are found and removed too", async () => {
+    const service = uniqueName("flat");
+    const pid = await deadPid();
+    const files = ["request", "response", "event"].flatMap((ring) => ["header", "data"].map((part) => `/dev/shm/qb-${pid}-${pid}-7-${ring}-${service}-${part}`));
+    for (const file of files) writeFileSync(file, new Uint8Array(4096));
+    try {
+      const dry = json(await qbun(["clean", "--service", service, "--json"]));
+      expect(dry.stale.map((s: any) => [s.kind, s.path]).sort()).toEqual(files.map((f) => ["ring-file", f]).sort());
+      expect(files.every((f) => existsSync(f))).toBe(true);
+      const removed = json(await qbun(["clean", "--service", service, "--yes", "--json"]));
+      expect(removed.removed.sort()).toEqual([...files].sort());
+      expect(files.some((f) => existsSync(f))).toBe(false);
+    } finally {
+      for (const file of files) rmSync(file, { force: true });
+    }
+  });
+
   test.each(SERVER_KINDS)("a live %s server's connection files are never stale", async (kind) => {
     await using server = await startServer(kind);
     await using client = await QbClient.connect(server.service);
@@ -150,6 +168,33 @@ describe("qbun doctor and clean with a stale ring directory of a dead process", 
     expect(existsSync(dead)).toBe(false);
     expect(existsSync(dir.file("live-service"))).toBe(true);
     live.close();
+  });
+});
+
+describe("reading /proc/net/unix", () => {
+  test("listening, connected and padded abstract rows; names with spaces; short abstract names are not libqb's", () => {
+    using dir = tempDir("cli-net-unix");
+    const padded = `@svc one${"@".repeat(107 - 7)}`;
+    writeFileSync(
+      dir.file("unix"),
+      [
+        "Num       RefCount Protocol Flags    Type St Inode Path",
+        `0000000000000000: 00000002 00000000 00010000 0001 01 101 ${padded}`,
+        `0000000000000000: 00000003 00000000 00000000 0001 03 102 ${padded}`,
+        "0000000000000000: 00000002 00000000 00010000 0001 01 103 @short",
+        "0000000000000000: 00000002 00000000 00000000 0002 01 104 /run/some socket",
+        "0000000000000000: 00000003 00000000 00000000 0001 03 105",
+      ].join("\n"),
+    );
+    const rows = unixSockets(dir.file("unix"));
+    expect(rows).toEqual([
+      { inode: 101, type: "stream", listening: true, connected: false, path: padded },
+      { inode: 102, type: "stream", listening: false, connected: true, path: padded },
+      { inode: 103, type: "stream", listening: true, connected: false, path: "@short" },
+      { inode: 104, type: "dgram", listening: false, connected: false, path: "/run/some socket" },
+      { inode: 105, type: "stream", listening: false, connected: true, path: "" },
+    ]);
+    expect(rows.map((r) => paddedAbstractName(r.path))).toEqual(["svc one", "svc one", undefined, undefined, undefined]);
   });
 });
 
