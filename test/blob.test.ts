@@ -3,7 +3,7 @@
  * accounting), publishing and seals, and the read-only reader.
  */
 import { describe, expect, test } from "bun:test";
-import { fstatSync, readdirSync } from "node:fs";
+import { fstatSync, readdirSync, readFileSync } from "node:fs";
 import os from "node:os";
 import {
   BlobAllocator,
@@ -282,6 +282,34 @@ describe("leases", () => {
     expect(await new Response(child.stdout).text()).toBe("READY\n");
     expect(child.signalCode).toBeNull(); // not killed by the watchdog: it exited by itself
     expect(code).toBe(0);
+  });
+});
+
+describe("BlobReader mappings", () => {
+  const blobMappings = () => readFileSync("/proc/self/maps", "utf8").split("\n").filter((l) => l.includes("/memfd:qbun-blob")).length;
+
+  test("a reader maps at open and unmaps at close, viewed or not; a dropped one is unmapped when collected", async () => {
+    using allocator = new BlobAllocator();
+    const blob = allocator.create(64 * 1024).publish();
+    const base = blobMappings();
+    const unread = blob.openReader();
+    expect(blobMappings()).toBe(base + 1); // mapped at open, before any view exists
+    unread.close();
+    expect(blobMappings()).toBe(base);
+    const read = blob.openReader();
+    expect(read.view.length).toBe(64 * 1024);
+    read.close();
+    expect(blobMappings()).toBe(base);
+    (() => {
+      for (let i = 0; i < 20; i++) blob.openReader();
+    })();
+    expect(blobMappings()).toBe(base + 20);
+    for (let i = 0; i < 50 && blobMappings() > base; i++) {
+      Bun.gc(true);
+      await Bun.sleep(10);
+    }
+    expect(blobMappings()).toBe(base);
+    blob.cleanup();
   });
 });
 

@@ -6,8 +6,7 @@
 import { check, ClosedError, QbunSystemError } from "../../ffi/errors.ts";
 import { OwnedFd, type FdLike } from "../../ffi/fd.ts";
 import { loadNative } from "../../ffi/native.ts";
-import type { Mapping, ReadonlyBytes } from "../shm/mapping.ts";
-import { SharedMemory } from "../shm/shared-memory.ts";
+import { DeferredMapping, type ReadonlyBytes } from "../shm/mapping.ts";
 import { BlobDescriptorError } from "./errors.ts";
 
 const S_IFMT = 0o170000;
@@ -39,9 +38,16 @@ export interface BlobExpectation {
 }
 
 /**
- * A blob mapped read-only. The view refuses writes in JS (it has no setters
- * and is frozen), the mapping is `PROT_READ`, and the fd it came from is
- * closed once mapped, so a reader holds one mapping and no fd.
+ * A blob mapped read-only. Opening checks the fd against its announcement
+ * (regular file, size, seals), maps it `PROT_READ` and closes the fd, so a
+ * reader holds one mapping and no fd. The view refuses writes in JS (it has
+ * no setters and is frozen).
+ *
+ * The JS view is made on first read: the `mmap` costs the same for 4 KiB
+ * and 1 GiB, but a view of n bytes makes the engine account n bytes of
+ * external memory, which past a few MiB starts a garbage collection on the
+ * spot. Deferring the view keeps the hand-over flat, and a consumer that
+ * only passes a blob on never pays it.
  *
  * A sealed blob cannot change under the reader. An unsealed one (POSIX or
  * temp-file backend) is mapped with the SIGBUS guard, so if its producer
@@ -62,13 +68,13 @@ export class BlobReader implements Disposable {
   readonly sealed: boolean;
   /** Metadata sent with the blob (empty when none). */
   readonly metadata: Readonly<Record<string, unknown>>;
-  readonly #mapping: Mapping;
-  readonly #view: ReadonlyBytes;
+  readonly #mapping: DeferredMapping;
+  #view: ReadonlyBytes | undefined;
+  #closed = false;
   #onClose: (() => void) | undefined;
 
-  private constructor(mapping: Mapping, size: number, sealed: boolean, expected: BlobExpectation, onClose?: () => void) {
+  private constructor(mapping: DeferredMapping, size: number, sealed: boolean, expected: BlobExpectation, onClose?: () => void) {
     this.#mapping = mapping;
-    this.#view = Object.freeze(mapping.view) as ReadonlyBytes;
     this.size = size;
     this.sealed = sealed;
     this.id = expected.id;
@@ -108,19 +114,24 @@ export class BlobReader implements Disposable {
     if ((expected.sealed || expected.requireSealed) && !sealed) {
       throw new BlobDescriptorError("not-sealed", expected.sealed ? "announced as sealed, but the file can still be written or resized" : "this reader requires sealed blobs");
     }
-    let mapping: Mapping;
+    let mapping: DeferredMapping;
     try {
-      using mem = SharedMemory.fromFd(owned);
-      mapping = mem.map({ access: "read-only", length: size, guard: !sealed });
+      mapping = DeferredMapping.map(owned.fd, size, 0, "read-only", !sealed);
     } catch (error) {
       throw new BlobDescriptorError("map-failed", error instanceof Error ? error.message : String(error));
     }
     return new BlobReader(mapping, size, sealed, expected, onClose);
   }
 
-  /** Bounds-checked read access to the bytes (zero-copy; frozen, no setters). */
+  /**
+   * Bounds-checked read access to the bytes (zero-copy; frozen, no setters).
+   * The first access makes the JS view.
+   *
+   * @throws ClosedError once closed
+   */
   get view(): ReadonlyBytes {
-    if (this.#mapping.closed) throw new ClosedError(`blob reader${this.id ? ` ${this.id}` : ""}`);
+    if (this.#closed) throw new ClosedError(`blob reader${this.id ? ` ${this.id}` : ""}`);
+    this.#view ??= Object.freeze(this.#mapping.mapping.view) as ReadonlyBytes;
     return this.#view;
   }
 
@@ -131,12 +142,12 @@ export class BlobReader implements Disposable {
 
   /** Whether the blob shrank under an unsealed mapping (reads past the new end gave zeros). */
   get faulted(): boolean {
-    return this.#mapping.faulted;
+    return this.#mapping.viewed && !this.#closed && this.#mapping.mapping.faulted;
   }
 
   /** Whether {@link BlobReader.close} was called. */
   get closed(): boolean {
-    return this.#mapping.closed;
+    return this.#closed;
   }
 
   /**
@@ -144,7 +155,8 @@ export class BlobReader implements Disposable {
    * the blob was released. Views taken earlier read as empty. Idempotent.
    */
   close(): void {
-    if (this.#mapping.closed) return;
+    if (this.#closed) return;
+    this.#closed = true;
     this.#mapping.close();
     const hook = this.#onClose;
     this.#onClose = undefined;

@@ -232,3 +232,91 @@ export class Mapping implements Disposable {
     this.close();
   }
 }
+
+// Backstop for deferred mappings dropped before their view was made.
+const unviewedMappings = new FinalizationRegistry<{ address: number; length: number }>((m) => {
+  loadNative().qbn_munmap(m.address as Pointer, m.length);
+});
+
+/**
+ * A MAP_SHARED mapping made now whose JS view ({@link Mapping}) is made on
+ * first use. The mmap costs the same for 4 KiB and 1 GiB, but a JS view of
+ * n bytes makes the engine account n bytes of external memory, which past a
+ * few MiB starts a garbage collection on the spot. Code that maps on a
+ * latency path and reads later (a blob hand-over) maps here and takes the
+ * view when it reads. Closing unmaps, viewed or not; a dropped one is
+ * unmapped when collected.
+ */
+export class DeferredMapping implements Disposable {
+  /** `read-write` or `read-only`. */
+  readonly access: MapAccess;
+  /** Mapped length in bytes. */
+  readonly length: number;
+  readonly #address: number;
+  readonly #guard: boolean;
+  #mapping: Mapping | undefined;
+  #closed = false;
+
+  private constructor(address: number, length: number, access: MapAccess, guard: boolean) {
+    this.#address = address;
+    this.length = length;
+    this.access = access;
+    this.#guard = guard;
+    unviewedMappings.register(this, { address, length }, this);
+  }
+
+  /** Map `length` bytes of `fd` at `offset` (see {@link MapOptions}; `guard` as there). */
+  static map(fd: number, length: number, offset: number, access: MapAccess, guard = false): DeferredMapping {
+    if (!Number.isSafeInteger(length) || length <= 0) throw new QbunArgumentError(`mapping length must be a positive integer, got ${length}`);
+    const err = new Int32Array(1);
+    const ptr = loadNative().qbn_mmap(length, access === "read-write" ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, offset, err);
+    if (!ptr) {
+      throw new QbunSystemError(-err[0]!, "mmap", {
+        hint: err[0] === -13 ? "the fd does not allow this access (a read-only fd cannot be mapped read-write)" : undefined,
+      });
+    }
+    return new DeferredMapping(Number(ptr), length, access, guard);
+  }
+
+  /** The mapping with its JS view, made on the first call. ClosedError once closed. */
+  get mapping(): Mapping {
+    if (this.#closed) throw new ClosedError("mapping");
+    if (!this.#mapping) {
+      unviewedMappings.unregister(this);
+      try {
+        this.#mapping = new Mapping(this.#address, this.length, this.access, this.#guard);
+      } catch (error) {
+        this.#closed = true; // the Mapping constructor unmapped it
+        throw error;
+      }
+    }
+    return this.#mapping;
+  }
+
+  /** Whether the JS view has been made. */
+  get viewed(): boolean {
+    return this.#mapping !== undefined;
+  }
+
+  /** Whether {@link DeferredMapping.close} was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Unmap (views taken from {@link DeferredMapping.mapping} turn zero-length). Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#mapping) {
+      this.#mapping.close();
+    } else {
+      unviewedMappings.unregister(this);
+      loadNative().qbn_munmap(this.#address as Pointer, this.length);
+    }
+  }
+
+  /** Same as {@link DeferredMapping.close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
