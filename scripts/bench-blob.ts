@@ -1,0 +1,188 @@
+/**
+ * Blob hand-over benchmark: one Bun process (the producer) hands payloads of
+ * 4 KiB, 1 MiB, 64 MiB and 1 GiB to another (scripts/bench-blob-child.ts,
+ * the consumer) three ways, interleaved round by round:
+ *
+ * - blob:   BlobChannel.send of a published memfd blob, until the consumer's
+ *           MAPPED acknowledgement is back (the consumer has it mapped);
+ * - stream: the same bytes written to a qbun UnixStream, until the consumer
+ *           has read all of them into its buffer and answered one byte;
+ * - qb:     the same bytes as requests to a qbun QbServer (shm rings, sink
+ *           handler taking payloads in place), in requests of at most
+ *           64 MiB (the server's largest message), until the last response.
+ *
+ * Then consumer read bandwidth: a mapped blob copied out end to end (first
+ * pass faults the pages in, second does not) against Uint8Array.set between
+ * two ordinary buffers of the same size.
+ *
+ *   bun scripts/bench-blob.ts [--no-gib] [--rounds N] [--only blob|stream|qb]
+ *
+ * --no-gib skips the 1 GiB size (about 15 s of the run); --only runs one
+ * method alone (diagnostic: no interleaving).
+ * @module
+ */
+import { join } from "node:path";
+import { BlobAllocator, BlobChannel, type ShmBlob } from "../src/blob/index.ts";
+import { QbClient } from "../src/qb/index.ts";
+import { UnixListener, UnixStream } from "../src/unix/index.ts";
+import { armWatchdog, Child, commandLine, gitState, median, onStopSignals, parseArgs, positiveIntOption, rotate, runMain, x2 } from "./bench-lib.ts";
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const GiB = 1024 * MiB;
+const QB_CHUNK = 64 * MiB;
+const QB_MAX = QB_CHUNK + 4096;
+/** Pause before every timed hand-over, the same for every method. */
+const SETTLE_MS = 5;
+
+let withGib = true;
+let roundsOverride: number | undefined;
+let only: string | undefined;
+parseArgs(process.argv.slice(2), usage, (arg, next) => {
+  if (arg === "--no-gib") withGib = false;
+  else if (arg === "--rounds") roundsOverride = positiveIntOption(next(), "--rounds", 10_000);
+  else if (arg === "--only") only = next();
+  else return false;
+  return true;
+});
+
+function usage(): never {
+  console.log("usage: bun scripts/bench-blob.ts [--no-gib] [--rounds N] [--only blob|stream|qb]");
+  process.exit(0);
+}
+
+const SIZES: Array<{ size: number; label: string; rounds: number }> = [
+  { size: 4 * KiB, label: "4 KiB", rounds: 300 },
+  { size: 1 * MiB, label: "1 MiB", rounds: 100 },
+  { size: 64 * MiB, label: "64 MiB", rounds: 12 },
+  ...(withGib ? [{ size: 1 * GiB, label: "1 GiB", rounds: 4 }] : []),
+];
+
+type Method = "blob" | "stream" | "qb";
+const METHODS: Method[] = (["blob", "stream", "qb"] as const).filter((m) => only === undefined || m === only);
+if (METHODS.length === 0) {
+  console.error("--only takes blob, stream or qb");
+  process.exit(2);
+}
+
+const fmtTime = (ns: number) => (ns < 1e6 ? `${(ns / 1e3).toFixed(1)} µs` : `${(ns / 1e6).toFixed(1)} ms`);
+const fmtRate = (bytes: number, ns: number) => `${(bytes / ns).toFixed(2)} GB/s`;
+
+async function benchMain(): Promise<number> {
+  const tag = `qbun-bench-blob-${process.pid}`;
+  using allocator = new BlobAllocator({ defaultLeaseMs: Number.POSITIVE_INFINITY });
+  using blobListener = UnixListener.listen(`\0${tag}-blob`, { type: "seqpacket" });
+  using streamListener = UnixListener.listen(`\0${tag}-stream`);
+  const child = new Child("consumer", ["bun", join(import.meta.dir, "bench-blob-child.ts"), `@${tag}-blob`, `@${tag}-stream`, `${tag}-qb`], "ignore", undefined, 120_000);
+  const channel = new BlobChannel(await blobListener.accept({ signal: AbortSignal.timeout(30_000) }));
+  const stream = await streamListener.accept({ signal: AbortSignal.timeout(30_000) });
+  await child.expect("READY");
+  const qb = await QbClient.connect(`${tag}-qb`, { maxMessageSize: QB_MAX });
+
+  const header = new Uint8Array(8);
+  const ack = new Uint8Array(1);
+  const run: Record<Method, (blob: ShmBlob, payload: Uint8Array) => Promise<number>> = {
+    async blob(blob) {
+      const t = Bun.nanoseconds();
+      const delivery = await channel.send(blob);
+      await delivery.mapped;
+      const ns = Bun.nanoseconds() - t;
+      await delivery.released; // untimed: the consumer unmaps and says so
+      return ns;
+    },
+    async stream(_blob, payload) {
+      const t = Bun.nanoseconds();
+      new DataView(header.buffer).setBigUint64(0, BigInt(payload.length), true);
+      void stream.write(header);
+      await stream.write(payload);
+      if ((await stream.readInto(ack)) !== 1) throw new Error("stream consumer went away");
+      return Bun.nanoseconds() - t;
+    },
+    async qb(_blob, payload) {
+      const t = Bun.nanoseconds();
+      for (let offset = 0; offset < payload.length; offset += QB_CHUNK) {
+        const { error } = await qb.request(1, payload.subarray(offset, Math.min(payload.length, offset + QB_CHUNK)));
+        if (error !== 0) throw new Error(`qb request failed: ${error}`);
+      }
+      return Bun.nanoseconds() - t;
+    },
+  };
+
+  const results: Array<{ label: string; size: number; rounds: number; ns: Record<Method, number> }> = [];
+  for (const { size, label, rounds: defaultRounds } of SIZES) {
+    const rounds = roundsOverride ?? defaultRounds;
+    const payload = new Uint8Array(size);
+    for (let i = 0; i < size; i += 4096) payload[i] = i >>> 12; // touch every page
+    const writer = allocator.create(size);
+    writer.write(payload);
+    const blob = writer.publish();
+    const times: Record<Method, number[]> = { blob: [], stream: [], qb: [] };
+    // Warm-up, untimed (the first size also warms the JIT of both processes).
+    for (let r = 0; r < (results.length === 0 ? 500 : 3); r++) for (const method of METHODS) await run[method](blob, payload);
+    for (let r = 0; r < rounds; r++) {
+      for (const method of rotate(METHODS, r)) {
+        // Let the work a big transfer leaves behind (collections, freed pages) finish before the next one is timed.
+        await Bun.sleep(SETTLE_MS);
+        times[method].push(await run[method](blob, payload));
+      }
+    }
+    blob.cleanup();
+    const ns = { blob: median(times.blob), stream: median(times.stream), qb: median(times.qb) }; // NaN for a method left out
+    results.push({ label, size, rounds, ns });
+    console.error(`${label}: blob ${fmtTime(ns.blob)}, stream ${fmtTime(ns.stream)}, qb ${fmtTime(ns.qb)} (${rounds} rounds)`);
+  }
+
+  // Consumer read bandwidth through the mapping.
+  const reads: Array<{ size: number; first: number[]; second: number[]; memcpy: number[] }> = [];
+  for (const size of [64 * MiB, ...(withGib ? [1 * GiB] : [])]) {
+    const row = { size, first: [] as number[], second: [] as number[], memcpy: [] as number[] };
+    const writer = allocator.create(size);
+    writer.bytes.fill(0x5a);
+    const blob = writer.publish();
+    for (let r = 0; r < 3; r++) {
+      const delivery = await channel.send(blob, { metadata: { measure: true } });
+      const line = JSON.parse((await child.expect("READ")).slice(5));
+      await delivery.released;
+      row.first.push(line.first);
+      row.second.push(line.second);
+      row.memcpy.push(line.memcpy);
+    }
+    blob.cleanup();
+    reads.push(row);
+  }
+
+  await qb.close();
+  channel.close();
+  stream.close();
+  await child.stop();
+
+  const { commit, dirty } = gitState(join(import.meta.dir, ".."));
+  const first = results[0]!;
+  const last = results[results.length - 1]!;
+  const out = [
+    `## Blob hand-over (qbun/blob)`,
+    ``,
+    `- command: \`${commandLine("bench-blob.ts")}\``,
+    `- commit ${commit}${dirty ? " (with local changes)" : ""}; Bun ${Bun.version}; producer and consumer are two Bun processes; machine shared with other work (medians, ratios measured in the same run)`,
+    `- rounds interleave the methods (rotated each round), with a ${SETTLE_MS} ms pause before each timed hand-over so that one method's leftovers (collections, freed pages) do not land in the next one's time`,
+    `- blob: BlobChannel.send of a sealed memfd blob until the consumer's MAPPED acknowledgement; stream: the same bytes over a qbun UnixStream into the consumer's buffer, until its 1-byte answer; qb: the same bytes as QbServer requests over shm rings (≤ 64 MiB per request, the server's largest message; 1 GiB = 16 requests), until the last response`,
+    ``,
+    `| size | rounds | blob hand-over + map | unix stream | qb rings | stream ÷ blob | qb ÷ blob |`,
+    `|---|---:|---:|---:|---:|---:|---:|`,
+    ...results.map((r) => `| ${r.label} | ${r.rounds} | ${fmtTime(r.ns.blob)} | ${fmtTime(r.ns.stream)} (${fmtRate(r.size, r.ns.stream)}) | ${fmtTime(r.ns.qb)} (${fmtRate(r.size, r.ns.qb)}) | ${x2(r.ns.stream / r.ns.blob)} | ${x2(r.ns.qb / r.ns.blob)} |`),
+    ``,
+    `Flatness: blob hand-over at ${last.label} ÷ at ${first.label} = ${x2(last.ns.blob / first.ns.blob)} (target ≤ 2×).`,
+    ``,
+    `Consumer read bandwidth (median of 3, GB/s):`,
+    ``,
+    `| size | mapping, first pass (page faults) | mapping, second pass | memcpy between ordinary buffers | second pass ÷ memcpy |`,
+    `|---|---:|---:|---:|---:|`,
+    ...reads.map((r) => `| ${r.size / MiB} MiB | ${median(r.first).toFixed(2)} | ${median(r.second).toFixed(2)} | ${median(r.memcpy).toFixed(2)} | ${x2(median(r.second) / median(r.memcpy))} |`),
+  ];
+  console.log(out.join("\n"));
+  return 0;
+}
+
+armWatchdog("bench-blob", 600_000, () => {});
+onStopSignals(() => {}, 1000);
+await runMain(benchMain);
