@@ -328,6 +328,38 @@ describe("hostile peers", () => {
     b.close();
   });
 
+  test("offers beyond the queue limit and duplicate ids are refused (busy, duplicate) with their fds closed", async () => {
+    const before = await settledFdCount();
+    const [a, raw] = UnixSeqpacket.pair();
+    const channel = new BlobChannel(a, { maxQueuedOffers: 2 });
+    using mem = SharedMemory.memfd({ size: 4096 });
+    const ids = ["01", "02", "03", "04"].map((b) => b.repeat(16));
+    const first = channel.receive(); // starts reading
+    for (const id of ids) await raw.send(encodeFrame(FrameType.Offer, id, { size: 4096, backend: "memfd" }), { fds: [mem.fd] });
+    using r1 = (await first)!;
+    expect(r1.id).toBe(ids[0]);
+    // 1 is taken, 2 and 3 wait in the queue, 4 is turned away.
+    const acks = [await refusalOf(raw), await refusalOf(raw)];
+    expect(acks).toContainEqual({ type: FrameType.Refused, reason: 7 /* busy */ });
+    expect(acks).toContainEqual({ type: FrameType.Mapped, reason: 0 });
+    // A second offer of an id this side holds is a duplicate.
+    await raw.send(encodeFrame(FrameType.Offer, ids[0]!, { size: 4096, backend: "memfd" }), { fds: [mem.fd] });
+    using r2 = (await channel.receive())!;
+    expect(r2.id).toBe(ids[1]);
+    const more = [await refusalOf(raw), await refusalOf(raw)];
+    expect(more).toContainEqual({ type: FrameType.Refused, reason: 6 /* duplicate */ });
+    using r3 = (await channel.receive())!;
+    expect(r3.id).toBe(ids[2]);
+    expect(channel.closed).toBe(false);
+    r1.close();
+    r2.close();
+    r3.close();
+    channel.close();
+    raw.close();
+    mem.close();
+    expect(await settledFdCount(before)).toBe(before);
+  });
+
   test.each([
     ["bad magic", (f: Uint8Array) => f.fill(0, 0, 4), true],
     ["a short frame", (f: Uint8Array) => f.subarray(0, 20), true],

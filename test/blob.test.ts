@@ -7,6 +7,7 @@ import { fstatSync, readdirSync, readFileSync } from "node:fs";
 import os from "node:os";
 import {
   BlobAllocator,
+  BlobChannel,
   BlobDescriptorError,
   BlobQuotaError,
   BlobReader,
@@ -14,8 +15,10 @@ import {
   BlobTokenError,
   ClosedError,
   QbunArgumentError,
+  backendAvailable,
   type BlobBackend,
 } from "../src/blob/index.ts";
+import { resolveBackend } from "../src/blob/backend.ts";
 import { OwnedFd, SharedMemory } from "../src/shm/index.ts";
 import { UnixStream } from "../src/unix/index.ts";
 import { caught, settledFdCount, shmListing } from "./helpers/env.ts";
@@ -35,6 +38,22 @@ describe("BlobAllocator", () => {
     expect(forced.backend).toBe("tempfile");
     using w = forced.create(100);
     expect(w.backend).toBe("tempfile");
+  });
+
+  test("\"auto\" falls back to POSIX shm where memfd is missing, then to a temp file", () => {
+    const without = (...missing: BlobBackend[]) => (backend: BlobBackend) => !missing.includes(backend);
+    expect(resolveBackend("auto", undefined, without())).toBe("memfd");
+    expect(resolveBackend("auto", undefined, without("memfd"))).toBe("posix");
+    expect(resolveBackend("auto", undefined, without("memfd", "posix"))).toBe("tempfile");
+    expect(() => resolveBackend("auto", undefined, without("memfd", "posix", "tempfile"))).toThrow(expect.objectContaining({ code: "ENOSYS" }));
+    expect(resolveBackend("posix", undefined, without("posix"))).toBe("posix"); // forced: used as given
+    expect(BACKENDS.every((b) => backendAvailable(b))).toBe(true);
+  });
+
+  test("BlobAllocator.create uses the process-wide default allocator", () => {
+    const writer = BlobAllocator.create(100, { leaseMs: 1000 });
+    expect(BlobAllocator.default.stats().count).toBeGreaterThanOrEqual(1);
+    expect(BlobAllocator.default.cleanup(writer.token)).toBe(true);
   });
 
   test("ids are 128 random bits; tokens name their blob and are distinct", () => {
@@ -283,6 +302,29 @@ describe("leases", () => {
     expect(child.signalCode).toBeNull(); // not killed by the watchdog: it exited by itself
     expect(code).toBe(0);
   });
+});
+
+test("README example", async () => {
+  // --- README: qbun/blob ---
+  using allocator = new BlobAllocator({ defaultLeaseMs: 30_000 });
+  const [producer, consumer] = BlobChannel.pair(); // or BlobChannel.connect("\0name") in another process
+
+  using writer = allocator.create(1 << 20);
+  writer.write(new TextEncoder().encode("frame 1"));
+  const blob = writer.publish(); // sealed: nobody can change it any more
+  const delivery = await producer.send(blob, { metadata: { kind: "frame" }, cleanupWhenReleased: true });
+
+  using reader = (await consumer.receive())!; // mapped read-only
+  const head = reader.view.text(0, 7); // "frame 1"
+  reader.close(); // tells the producer
+  await delivery.released; // "released": the producer's blob is cleaned up
+  // --- end ---
+  expect(head).toBe("frame 1");
+  expect(reader.metadata).toEqual({ kind: "frame" });
+  expect(await delivery.released).toBe("released");
+  expect(allocator.stats().count).toBe(0);
+  producer.close();
+  consumer.close();
 });
 
 describe("BlobReader mappings", () => {
