@@ -1,0 +1,336 @@
+/**
+ * Shared regions: the owner's writable copy and the readers' read-only
+ * views, tied together by a header at the start of the file.
+ *
+ * Header (64 bytes, little-endian i32 words, accessed with `Atomics`):
+ * ```
+ * word 0 magic "QBLR"   1 layout version (1)
+ *      2 sequence       3 flags (bit 0: retired)
+ *      4 epoch          5-6 data size (lo, hi)   7-15 zero
+ * ```
+ * Why readers never see half a write (a sequence lock): the owner makes the
+ * sequence odd, copies the bytes, then makes it even again. A reader loads
+ * the sequence, copies, and loads it again; the copy is whole only if both
+ * loads are the same even number — otherwise a write overlapped and the
+ * reader copies again. `Atomics.load/store` are sequentially consistent, so
+ * neither side's copy can move across its sequence accesses. Retiring a
+ * region (a new epoch) sets the flag and bumps the sequence, so a reader in
+ * the middle of a copy learns of it at its second load.
+ *
+ * The backing is a sealed memfd: after the owner's one writable mapping
+ * exists, `future-write`, `grow` and `shrink` seals stop anyone (owner
+ * included) from mapping it writable again or resizing it, so a reader can
+ * neither write through its fd nor be killed by SIGBUS from a shrink.
+ * @module
+ */
+import { toArrayBuffer, type Pointer } from "bun:ffi";
+import { ClosedError, QbunArgumentError } from "../../ffi/errors.ts";
+import type { OwnedFd } from "../../ffi/fd.ts";
+import { Mapping, ReadonlyBytes, SharedMemory } from "../shm/index.ts";
+import { LeaseError } from "./errors.ts";
+import { HEADER_SIZE, type Locator } from "./locator.ts";
+
+/** Magic of a region header ("QBLR" little-endian). */
+export const REGION_MAGIC = 0x524c4251;
+const LAYOUT_VERSION = 1;
+const W_MAGIC = 0;
+const W_VERSION = 1;
+const W_SEQUENCE = 2;
+const W_FLAGS = 3;
+const W_EPOCH = 4;
+const W_SIZE_LO = 5;
+const W_SIZE_HI = 6;
+const FLAG_RETIRED = 1;
+
+/** Largest region the owner creates (a memfd can be larger; this keeps sizes well inside safe integers). */
+export const MAX_REGION_SIZE = 2 ** 40;
+
+/** A consistent copy of region bytes and the sequence it was taken at. */
+export interface ConsistentRead {
+  /** The bytes (a fresh copy, or the `into` buffer passed in). */
+  readonly bytes: Uint8Array;
+  /** The region's sequence number when copied: it changes (by 2) with every write. */
+  readonly sequence: number;
+  /** The epoch the bytes belong to. */
+  readonly epoch: number;
+}
+
+/**
+ * The owner's side of one region epoch: a sealed memfd, its only writable
+ * mapping, and the header. Writes go through {@link OwnedRegion.write}.
+ * @internal used by the owner service
+ */
+export class OwnedRegion implements Disposable {
+  readonly endpoint: string;
+  readonly epoch: number;
+  readonly size: number;
+  readonly #memory: SharedMemory;
+  readonly #mapping: Mapping;
+  readonly #header: Int32Array;
+  readonly #data: Uint8Array;
+
+  private constructor(endpoint: string, epoch: number, size: number, memory: SharedMemory, mapping: Mapping) {
+    this.endpoint = endpoint;
+    this.epoch = epoch;
+    this.size = size;
+    this.#memory = memory;
+    this.#mapping = mapping;
+    const bytes = mapping.bytes;
+    this.#header = new Int32Array(bytes.buffer, bytes.byteOffset, HEADER_SIZE / 4);
+    this.#data = bytes.subarray(HEADER_SIZE, HEADER_SIZE + size);
+  }
+
+  /** Create a sealed region of `size` bytes for `epoch`, filled from `initial` (zeros beyond it). */
+  static create(endpoint: string, epoch: number, size: number, initial?: Uint8Array): OwnedRegion {
+    if (!Number.isSafeInteger(size) || size < 1 || size > MAX_REGION_SIZE) {
+      throw new QbunArgumentError(`region size must be an integer from 1 to ${MAX_REGION_SIZE}, got ${size}`);
+    }
+    const memory = SharedMemory.memfd({ size: HEADER_SIZE + size, name: `qbun-lease:${endpoint}` });
+    let mapping: Mapping | undefined;
+    try {
+      mapping = memory.map({ access: "read-write" });
+      memory.addSeals(["future-write", "grow", "shrink", "seal"]);
+      const region = new OwnedRegion(endpoint, epoch, size, memory, mapping);
+      if (initial) region.#data.set(initial.subarray(0, size));
+      const h = region.#header;
+      h[W_MAGIC] = REGION_MAGIC;
+      h[W_VERSION] = LAYOUT_VERSION;
+      h[W_EPOCH] = epoch | 0;
+      h[W_SIZE_LO] = size >>> 0;
+      h[W_SIZE_HI] = Math.floor(size / 2 ** 32);
+      Atomics.store(h, W_SEQUENCE, 0);
+      return region;
+    } catch (error) {
+      mapping?.close();
+      memory.close();
+      throw error;
+    }
+  }
+
+  /** The current sequence (even between writes). */
+  get sequence(): number {
+    return Atomics.load(this.#header, W_SEQUENCE) >>> 0;
+  }
+
+  /** The locator readers get for this epoch. */
+  locator(): Locator {
+    return {
+      endpoint: this.endpoint,
+      epoch: this.epoch,
+      size: this.size,
+      fileSize: HEADER_SIZE + this.size,
+      sequenced: true,
+      sealed: true,
+      segments: [{ offset: 0, length: this.size, fileOffset: HEADER_SIZE }],
+    };
+  }
+
+  /** A new read-only fd to hand to one reader (the caller closes it after sending). */
+  readOnlyFd(): OwnedFd {
+    return this.#memory.readOnlyFd();
+  }
+
+  /**
+   * Apply a write under the sequence lock; returns the new (even) sequence.
+   * The caller has checked authority; bounds are checked here as well.
+   */
+  write(offset: number, bytes: Uint8Array): number {
+    if (this.#mapping.closed) throw new ClosedError("region");
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset + bytes.length > this.size) {
+      throw new LeaseError("ERR_QBUN_LEASE_OUT_OF_BOUNDS", `write of ${bytes.length} bytes at ${offset} is outside the ${this.size}-byte region ${this.endpoint}`);
+    }
+    const h = this.#header;
+    const start = Atomics.load(h, W_SEQUENCE);
+    Atomics.store(h, W_SEQUENCE, (start + 1) | 0);
+    this.#data.set(bytes, offset);
+    Atomics.store(h, W_SEQUENCE, (start + 2) | 0);
+    return ((start + 2) | 0) >>> 0;
+  }
+
+  /** A copy of the current contents (for carrying them into the next epoch). */
+  snapshot(): Uint8Array {
+    return this.#data.slice();
+  }
+
+  /** Mark the region retired (a new epoch replaced it): readers mid-copy see the sequence move and the flag. */
+  retire(): void {
+    if (this.#mapping.closed) return;
+    const h = this.#header;
+    const start = Atomics.load(h, W_SEQUENCE);
+    Atomics.store(h, W_SEQUENCE, (start + 1) | 0);
+    Atomics.or(h, W_FLAGS, FLAG_RETIRED);
+    Atomics.store(h, W_SEQUENCE, (start + 2) | 0);
+  }
+
+  /** Unmap and close the owner's fd. Readers' own mappings stay valid. Idempotent. */
+  close(): void {
+    this.#mapping.close();
+    this.#memory.close();
+  }
+
+  /** Same as {@link OwnedRegion.close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** Options for {@link RegionView.readConsistent}. */
+export interface ReadConsistentOptions {
+  /** Copy into this buffer (its length must be at least `length`) instead of a new one. */
+  into?: Uint8Array;
+  /** Copies to try before giving up with `ERR_QBUN_LEASE_CONTENDED` (default 10 000). */
+  attempts?: number;
+}
+
+/**
+ * A reader's read-only mapping of one region epoch, made from a locator and
+ * the read-only fd that came with it.
+ *
+ * ```ts
+ * using view = RegionView.attach(locator, fd);
+ * const { bytes, sequence } = view.readConsistent(0, 16);
+ * ```
+ */
+export class RegionView implements Disposable {
+  /** The locator this view was made from. */
+  readonly locator: Locator;
+  readonly #memory: SharedMemory;
+  readonly #mapping: Mapping;
+  readonly #header: Int32Array;
+  readonly #bytes: ReadonlyBytes;
+
+  private constructor(locator: Locator, memory: SharedMemory, mapping: Mapping) {
+    this.locator = locator;
+    this.#memory = memory;
+    this.#mapping = mapping;
+    // Atomics need an Int32Array; this one covers read-only memory, so it is
+    // private, only ever loaded from, and never touched after close.
+    this.#header = new Int32Array(toArrayBuffer(mapping.pointerAt(0, HEADER_SIZE) as Pointer, 0, HEADER_SIZE));
+    this.#bytes = mapping.view;
+  }
+
+  /**
+   * Map the region: checks that the fd is at least as large as the locator
+   * says (else a read would fault), maps it read-only, and checks the header
+   * against the locator. Takes ownership of `fd`, closing it on failure.
+   */
+  static attach(locator: Locator, fd: OwnedFd): RegionView {
+    const memory = SharedMemory.fromFd(fd);
+    let mapping: Mapping | undefined;
+    try {
+      if (!locator.sequenced) throw new LeaseError("ERR_QBUN_LEASE_PROTOCOL", "this reader needs a sequenced region (a header with a sequence counter)");
+      const actual = memory.size;
+      if (actual < locator.fileSize || locator.fileSize < HEADER_SIZE) {
+        throw new LeaseError("ERR_QBUN_LEASE_PROTOCOL", `the region file has ${actual} bytes, the locator claims ${locator.fileSize}`);
+      }
+      mapping = memory.map({ access: "read-only", length: locator.fileSize });
+      const view = new RegionView(locator, memory, mapping);
+      const h = view.#header;
+      const size = (Atomics.load(h, W_SIZE_LO) >>> 0) + (Atomics.load(h, W_SIZE_HI) >>> 0) * 2 ** 32;
+      if (Atomics.load(h, W_MAGIC) !== REGION_MAGIC || Atomics.load(h, W_VERSION) !== LAYOUT_VERSION) {
+        throw new LeaseError("ERR_QBUN_LEASE_PROTOCOL", "the region file has no valid header (wrong magic or version)");
+      }
+      if (Atomics.load(h, W_EPOCH) >>> 0 !== locator.epoch || size !== locator.size) {
+        throw new LeaseError("ERR_QBUN_LEASE_PROTOCOL", `the region header (epoch ${Atomics.load(h, W_EPOCH) >>> 0}, ${size} bytes) does not match the locator (epoch ${locator.epoch}, ${locator.size} bytes)`);
+      }
+      return view;
+    } catch (error) {
+      mapping?.close();
+      memory.close();
+      throw error;
+    }
+  }
+
+  /** The epoch of this view. */
+  get epoch(): number {
+    return this.locator.epoch;
+  }
+
+  /** Readable bytes. */
+  get size(): number {
+    return this.locator.size;
+  }
+
+  /** The read-only fd behind the view (still owned by it). */
+  get fd(): number {
+    return this.#memory.fd;
+  }
+
+  /** The read-only mapping (escape hatch: reads through it are not sequence-checked). */
+  get mapping(): Mapping {
+    return this.#mapping;
+  }
+
+  /** Whether the view was closed. */
+  get closed(): boolean {
+    return this.#mapping.closed;
+  }
+
+  #live(): Int32Array {
+    if (this.#mapping.closed) throw new ClosedError("region view");
+    return this.#header;
+  }
+
+  /** The current sequence number (odd while a write is being applied). */
+  get sequence(): number {
+    return Atomics.load(this.#live(), W_SEQUENCE) >>> 0;
+  }
+
+  /** Whether the owner replaced this epoch (the view still reads the old bytes). */
+  get retired(): boolean {
+    return (Atomics.load(this.#live(), W_FLAGS) & FLAG_RETIRED) !== 0;
+  }
+
+  /**
+   * Copy `length` bytes at `offset` such that no write was applied during
+   * the copy (the sequence-lock read; see the module comment). Retries while
+   * writes overlap, up to `attempts` times. Throws `ERR_QBUN_LEASE_STALE_EPOCH`
+   * once the owner retired this epoch, `ERR_QBUN_LEASE_OUT_OF_BOUNDS` for a
+   * range outside the region.
+   */
+  readConsistent(offset = 0, length = this.size - offset, options: ReadConsistentOptions = {}): ConsistentRead {
+    const h = this.#live();
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
+      throw new LeaseError("ERR_QBUN_LEASE_OUT_OF_BOUNDS", `read of ${length} bytes at ${offset} is outside the ${this.size}-byte region ${this.locator.endpoint}`);
+    }
+    const into = options.into ?? new Uint8Array(length);
+    if (into.length < length) throw new QbunArgumentError(`'into' has ${into.length} bytes, the read needs ${length}`);
+    const attempts = options.attempts ?? 10_000;
+    for (let attempt = 0; attempt < attempts; attempt++) {
+      const before = Atomics.load(h, W_SEQUENCE);
+      if (before & 1) continue; // a write is being copied in right now: it takes a memcpy, not a wait
+      this.#copy(offset, length, into);
+      const after = Atomics.load(h, W_SEQUENCE);
+      if (before !== after) continue;
+      if (Atomics.load(h, W_FLAGS) & FLAG_RETIRED) {
+        throw new LeaseError("ERR_QBUN_LEASE_STALE_EPOCH", `epoch ${this.epoch} of ${this.locator.endpoint} was replaced: read from the new locator`);
+      }
+      return { bytes: options.into ? into : into, sequence: after >>> 0, epoch: this.epoch };
+    }
+    throw new LeaseError("ERR_QBUN_LEASE_CONTENDED", `${attempts} copies of ${this.locator.endpoint} all overlapped a write; try again after the next write notification`);
+  }
+
+  /** Copy logical bytes through the segment table. */
+  #copy(offset: number, length: number, into: Uint8Array): void {
+    let done = 0;
+    for (const s of this.locator.segments) {
+      if (done === length) return;
+      const start = offset + done;
+      if (start >= s.offset + s.length) continue;
+      const n = Math.min(length - done, s.offset + s.length - start);
+      this.#bytes.copyTo(into.subarray(done, done + n), s.fileOffset + (start - s.offset));
+      done += n;
+    }
+  }
+
+  /** Unmap and close the fd. Idempotent. */
+  close(): void {
+    this.#mapping.close();
+    this.#memory.close();
+  }
+
+  /** Same as {@link RegionView.close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
