@@ -141,6 +141,24 @@ describe("BlobChannel in one process", () => {
     b.close();
   });
 
+  test("blobs sent just before the peer closed are still received, then null", async () => {
+    const [a, b] = BlobChannel.pair();
+    const blobs = [makeBlob(4096).blob, makeBlob(8192).blob];
+    const first = b.receive(); // the channel reads on from here on
+    for (const blob of blobs) await a.send(blob, { cleanupWhenReleased: true });
+    a.close();
+    using r1 = (await first)!;
+    await Bun.sleep(20); // let the end of stream arrive behind the second offer
+    expect(b.closed).toBe(true);
+    using r2 = (await b.receive())!;
+    expect([r1.id, r2.id]).toEqual(blobs.map((x) => x.id));
+    expect(r2.view.length).toBe(8192);
+    expect(await b.receive()).toBeNull();
+    r1.close();
+    r2.close();
+    b.close();
+  });
+
   test("close: a pending receive resolves null, unreleased deliveries settle as closed", async () => {
     const [a, b] = BlobChannel.pair();
     const pendingReceive = b.receive();

@@ -229,7 +229,7 @@ export class BlobChannel implements Disposable, AsyncDisposable {
   /**
    * The next blob from the peer, mapped read-only (the peer is told it was
    * mapped; closing the reader tells it the blob was released). Null once
-   * the peer has closed the channel.
+   * the peer has closed the channel and every blob it sent before was taken.
    *
    * @throws BlobDescriptorError if the fd does not match its announcement (it is refused; the channel carries on);
    *   BlobProtocolError if the peer broke the protocol (the channel is closed); AbortError from `signal`
@@ -274,12 +274,14 @@ export class BlobChannel implements Disposable, AsyncDisposable {
   }
 
   /**
-   * Close the socket. Pending receives resolve null; deliveries not yet
-   * released settle as `closed`. Readers already received stay mapped until
+   * Close the socket. Pending receives resolve null; offers not yet
+   * received are refused (their fds closed); deliveries not yet released
+   * settle as `closed`. Readers already received stay mapped until
    * closed themselves. Idempotent.
    */
   close(): void {
     if (this.#ended === undefined) this.#end(null, "closed");
+    for (const offer of this.#offers.splice(0)) offer.fd.close();
     this.#socket.close();
   }
 
@@ -401,10 +403,24 @@ export class BlobChannel implements Disposable, AsyncDisposable {
     this.#activity();
   }
 
-  /** Send an acknowledgement; if the peer is gone there is nobody to tell. */
+  /** The last acknowledgement still being sent, if any. */
+  #ackTail: Promise<void> | undefined;
+
+  /**
+   * Send an acknowledgement; if the peer is gone there is nobody to tell.
+   * Acknowledgements go out in order even when the socket is full (a
+   * RELEASED overtaking its MAPPED would be a protocol error at the peer):
+   * one waits for the one before; with none pending, it is sent at once.
+   */
   #ack(type: FrameType, id: string, problem?: BlobDescriptorProblem): void {
     if (this.#ended !== undefined) return;
-    this.#socket.send(encodeFrame(type, id, { problem })).catch(() => {});
+    const frame = encodeFrame(type, id, { problem });
+    const send = () => (this.#ended === undefined ? this.#socket.send(frame).catch(() => {}) : undefined);
+    const sent = this.#ackTail ? this.#ackTail.then(send) : Promise.resolve(send());
+    this.#ackTail = sent;
+    void sent.then(() => {
+      if (this.#ackTail === sent) this.#ackTail = undefined;
+    });
   }
 
   #end(error: Error | null, outcome: "peer-gone" | "closed"): void {
@@ -413,7 +429,8 @@ export class BlobChannel implements Disposable, AsyncDisposable {
       if (error) waiter.reject(error);
       else waiter.resolve(null);
     }
-    for (const offer of this.#offers.splice(0)) offer.fd.close();
+    // Offers that arrived before a clean end stay receivable (their fds are valid without the peer).
+    if (error || outcome === "closed") for (const offer of this.#offers.splice(0)) offer.fd.close();
     for (const [id, control] of [...this.#deliveries]) {
       if (!control.isMapped) control.mapped.reject(new BlobChannelClosedError(id));
       this.#deliveries.delete(id);
