@@ -540,6 +540,7 @@ typedef struct qbn_reactor {
   unsigned *cq_head, *cq_tail, *cq_mask;
   struct io_uring_cqe *cqes;
   unsigned features;
+  int futex_ok;       /* IORING_OP_FUTEX_WAIT usable for semaphores */
   char bell_byte;
 } qbn_reactor;
 
@@ -656,6 +657,40 @@ static void uring_unmap(qbn_reactor *r) {
   r->ring_fd = -1;
 }
 
+/* Not in every distribution's <linux/io_uring.h> yet (Linux 6.7 ABI). */
+#define IORING_OP_FUTEX_WAIT_ 51
+#define FUTEX2_SIZE_U32_ 0x02
+#define FUTEX_BITSET_MATCH_ANY_ 0xffffffffu
+/* glibc's sem_t on x86_64: one 64-bit word, the count in the low half and
+ * the number of sleeping waiters in the high half; sem_post calls
+ * futex_wake on the low half only when that number is non-zero. */
+#define SEM_ONE_WAITER ((uint64_t)1 << 32)
+
+static uint64_t cas64(volatile uint64_t *p, uint64_t expected, uint64_t desired) {
+  uint64_t prev = expected;
+  __asm__ volatile("lock; cmpxchgq %2, %1" : "+a"(prev), "+m"(*p) : "r"(desired) : "memory", "cc");
+  return prev;
+}
+
+static void add64(volatile uint64_t *p, uint64_t delta) {
+  __asm__ volatile("lock; addq %1, %0" : "+m"(*p) : "r"(delta) : "memory", "cc");
+}
+
+/* The word layout above, checked on a real semaphore of this libc. */
+static int sem_layout_ok(void) {
+  uint64_t mem[4] = {0, 0, 0, 0};
+  sem_t *sem = (sem_t *)mem;
+  if (sizeof(sem_t) < 16 || sem_init(sem, 1, 3) < 0) return 0;
+  int ok = mem[0] == 3;
+  sem_post(sem);
+  ok = ok && mem[0] == 4 && sem_trywait(sem) == 0 && mem[0] == 3;
+  add64(&mem[0], SEM_ONE_WAITER);
+  int v = -1;
+  ok = ok && sem_getvalue(sem, &v) == 0 && v == 3 && cas64(&mem[0], SEM_ONE_WAITER + 3, 2) == SEM_ONE_WAITER + 3 && mem[0] == 2;
+  sem_destroy(sem);
+  return ok;
+}
+
 static int uring_backend_start(qbn_reactor *r) {
   struct io_uring_params p;
   memset(&p, 0, sizeof p);
@@ -674,6 +709,9 @@ static int uring_backend_start(qbn_reactor *r) {
              (probe->ops[IORING_OP_POLL_ADD].flags & IO_URING_OP_SUPPORTED) &&
              (probe->ops[IORING_OP_POLL_REMOVE].flags & IO_URING_OP_SUPPORTED) &&
              (probe->ops[IORING_OP_SEND].flags & IO_URING_OP_SUPPORTED);
+    r->futex_ok = ok && probe->last_op >= IORING_OP_FUTEX_WAIT_ &&
+                  (probe->ops[IORING_OP_FUTEX_WAIT_].flags & IO_URING_OP_SUPPORTED) &&
+                  (probe->ops[IORING_OP_ASYNC_CANCEL].flags & IO_URING_OP_SUPPORTED) && sem_layout_ok();
     free(probe);
     if (!ok) { uring_unmap(r); return -ENOTSUP; }
   }
@@ -786,7 +824,76 @@ static int uring_reap(qbn_reactor *r, uint32_t *out, int cap) {
     return n;
   }
 }
+
+/*
+ * Semaphore waits without a helper thread (io_uring backend, Linux >= 6.7):
+ * a wait registers itself in the semaphore's waiter count, so that sem_post
+ * wakes the futex, and sleeps in IORING_OP_FUTEX_WAIT on the count while it
+ * reads 0, hard-linked to a doorbell byte like a poll. The wake completes as
+ * task work on this thread. The count is taken by compare-and-swap on the
+ * word, as sem_wait does. A post between the check and the sleep makes the
+ * futex wait fail with EAGAIN at once: no wake-up is lost.
+ */
+int qbn_semfutex_supported(qbn_reactor *r) { return r->backend == BACKEND_URING && r->futex_ok; }
+
+/* Take one count if there is one (leaving the waiter count too when
+ * `registered`). 1: taken, 0: the count is 0. */
+int qbn_semfutex_take(void *sem, int registered) {
+  volatile uint64_t *word = sem;
+  uint64_t d = *word;
+  for (;;) {
+    if ((uint32_t)d == 0) return 0;
+    uint64_t prev = cas64(word, d, d - 1 - (registered ? SEM_ONE_WAITER : 0));
+    if (prev == d) return 1;
+    d = prev;
+  }
+}
+
+void qbn_semfutex_register(void *sem) { add64(sem, SEM_ONE_WAITER); }
+void qbn_semfutex_unregister(void *sem) { add64(sem, (uint64_t)0 - SEM_ONE_WAITER); }
+
+/* Sleep (registered) until the count may be non-zero; reported with `token`. */
+int qbn_semfutex_arm(qbn_reactor *r, void *sem, int token) {
+  if (!qbn_semfutex_supported(r)) return -ENOTSUP;
+  unsigned tail = *r->sq_tail;
+  struct io_uring_sqe *wait = uring_sqe(r, &tail);
+  wait->opcode = IORING_OP_FUTEX_WAIT_;
+  wait->fd = FUTEX2_SIZE_U32_; /* shared: the poster is another process */
+  wait->addr = (uint64_t)(uintptr_t)sem;
+  wait->off = 0;               /* addr2: sleep while the count reads 0 */
+  wait->addr3 = FUTEX_BITSET_MATCH_ANY_;
+  wait->user_data = (uint32_t)token;
+  wait->flags = IOSQE_IO_HARDLINK;
+  struct io_uring_sqe *bell = uring_sqe(r, &tail);
+  bell->opcode = IORING_OP_SEND;
+  bell->fd = r->doorbell;
+  bell->addr = (uint64_t)(uintptr_t)&r->bell_byte;
+  bell->len = 1;
+  bell->msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+  bell->user_data = 0;
+  if (r->features & IORING_FEAT_CQE_SKIP) bell->flags = IOSQE_CQE_SKIP_SUCCESS;
+  return uring_submit(r, tail, 2);
+}
+
+/* Cancel the wait armed with `token` (done by the time this returns; its
+ * completion, -ECANCELED, is ignored by JS). */
+int qbn_semfutex_cancel(qbn_reactor *r, int token) {
+  if (!qbn_semfutex_supported(r)) return -ENOTSUP;
+  unsigned tail = *r->sq_tail;
+  struct io_uring_sqe *cancel = uring_sqe(r, &tail);
+  cancel->opcode = IORING_OP_ASYNC_CANCEL;
+  cancel->fd = -1;
+  cancel->addr = (uint32_t)token;
+  cancel->user_data = 0;
+  return uring_submit(r, tail, 1);
+}
 #else
+int qbn_semfutex_supported(qbn_reactor *r) { (void)r; return 0; }
+int qbn_semfutex_take(void *sem, int registered) { return -ENOTSUP; }
+void qbn_semfutex_register(void *sem) {}
+void qbn_semfutex_unregister(void *sem) {}
+int qbn_semfutex_arm(qbn_reactor *r, void *sem, int token) { return -ENOTSUP; }
+int qbn_semfutex_cancel(qbn_reactor *r, int token) { return -ENOTSUP; }
 static int uring_backend_start(qbn_reactor *r) { (void)r; return -ENOTSUP; }
 static int uring_arm(qbn_reactor *r, int fd, uint32_t events, uint32_t token) { return -ENOTSUP; }
 static int uring_cancel(qbn_reactor *r, uint32_t events, uint32_t token) { return -ENOTSUP; }

@@ -140,6 +140,68 @@ export class Reactor {
     this.#byToken.delete(token);
   }
 
+  #futexWaits: boolean | undefined;
+
+  /**
+   * Whether semaphore waits can sleep in io_uring (FUTEX_WAIT, Linux 6.7+)
+   * instead of on a helper thread. `QBUN_SEM_WAIT=thread` turns it off.
+   */
+  get futexWaits(): boolean {
+    return (this.#futexWaits ??= process.env.QBUN_SEM_WAIT !== "thread" && this.#native.qbn_semfutex_supported(this.#ptr) === 1);
+  }
+
+  /**
+   * Wait for the process-shared glibc semaphore at `sem` without a helper
+   * thread (requires {@link Reactor.futexWaits}): the promise resolves true
+   * once one count is taken; `cancel` (or the signal) rejects it and leaves
+   * the count as it was. The memory at `sem` must stay mapped until the
+   * promise settles or `cancel` returns.
+   */
+  waitSemaphore(sem: Pointer, signal?: AbortSignal): SemaphoreWait {
+    const native = this.#native;
+    if (signal?.aborted) return { promise: Promise.reject(signal.reason), cancel() {} };
+    native.qbn_semfutex_register(sem);
+    if (native.qbn_semfutex_take(sem, 1) === 1) return { promise: Promise.resolve(true), cancel() {} };
+    const token = this.#nextToken++;
+    const { promise, resolve, reject } = Promise.withResolvers<boolean>();
+    let done = false;
+    const finish = () => {
+      done = true;
+      this.#byToken.delete(token);
+      this.unref();
+      signal?.removeEventListener("abort", onAbort);
+    };
+    const cancel = (reason: unknown) => {
+      if (done) return;
+      finish();
+      native.qbn_semfutex_cancel(this.#ptr, token); // takes effect before it returns
+      native.qbn_semfutex_unregister(sem);
+      reject(reason);
+    };
+    const onAbort = () => cancel(signal!.reason);
+    const arm = () => {
+      const rc = native.qbn_semfutex_arm(this.#ptr, sem, token);
+      if (rc < 0) {
+        finish();
+        native.qbn_semfutex_unregister(sem);
+        reject(new QbunSystemError(-rc, "io_uring_enter"));
+      }
+    };
+    // Woken (or EAGAIN: posted before the sleep began): take the count, or
+    // sleep again when another waiter took it first.
+    this.#byToken.set(token, () => {
+      if (done) return;
+      if (native.qbn_semfutex_take(sem, 1) === 1) {
+        finish();
+        resolve(true);
+      } else arm();
+    });
+    this.ref();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    arm();
+    return { promise, cancel };
+  }
+
   /**
    * A waiter for the process-shared semaphore at `sem`: a helper thread that
    * waits on it whenever asked, so waits never block the event loop. The
@@ -152,6 +214,14 @@ export class Reactor {
     if (!ptr) throw new QbunSystemError(-err[0]!, "pthread_create");
     return new SemWaiter(this, this.#native, ptr as Pointer, token, this.#byToken);
   }
+}
+
+/** A semaphore wait in progress on io_uring ({@link Reactor.waitSemaphore}). */
+export interface SemaphoreWait {
+  /** Resolves true once one count was taken. */
+  readonly promise: Promise<boolean>;
+  /** Stop waiting: the promise rejects with `reason`. Idempotent; no-op once settled. */
+  cancel(reason: unknown): void;
 }
 
 /**

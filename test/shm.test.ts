@@ -3,6 +3,7 @@ import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import { Mapping, OwnedFd, QbunArgumentError, QbunSystemError, Semaphore, SharedMemory } from "../src/shm/index.ts";
 import { UnixListener, UnixStream } from "../src/unix/index.ts";
+import { Reactor } from "../ffi/reactor.ts";
 
 const PEER = join(import.meta.dir, "peers", "shm_peer.py");
 const openFds = () => readdirSync("/proc/self/fd").length;
@@ -376,19 +377,80 @@ describe("process-shared semaphores", () => {
     expect(sem.value).toBe(0);
   });
 
+  test("waits without a timeout sleep in io_uring (no helper thread) where the kernel can, and leave glibc's waiter count at 0", async () => {
+    const reactor = await Reactor.get();
+    const [major, minor] = readFileSync("/proc/sys/kernel/osrelease", "utf8").split(".").map(Number) as [number, number];
+    const kernelHasFutexOp = major > 6 || (major === 6 && minor >= 7);
+    if (reactor.backend === "io_uring" && process.env.QBUN_SEM_WAIT !== "thread") expect(reactor.futexWaits).toBe(kernelHasFutexOp);
+    using mem = SharedMemory.memfd({ size: 4096 });
+    using map = mem.map();
+    using other = mem.map();
+    const sem = Semaphore.init(map, 512);
+    const poster = Semaphore.open(other, 512);
+    // glibc's sem_t on x86_64: the count in the low 32 bits, sleeping waiters in the high 32.
+    const waiters = () => new DataView(map.bytes.buffer, map.bytes.byteOffset + 512 + 4, 4).getUint32(0, true);
+    const before = qbunThreads();
+
+    // Three concurrent waits.
+    const pending = [sem.wait(), sem.wait(), sem.wait()];
+    await Bun.sleep(5);
+    expect(waiters()).toBe(3); // helper threads in sem_wait register there too
+    if (reactor.futexWaits) expect(qbunThreads()).toBeLessThanOrEqual(before);
+    // Any waiter may take any post: wait for all three, not in order.
+    for (let i = 0; i < 3; i++) poster.post();
+    expect(await Promise.all(pending)).toEqual([true, true, true]);
+    expect(sem.value).toBe(0);
+    expect(waiters()).toBe(0);
+
+    // Aborted and closed waits give their place back and leave the count alone.
+    const ac = new AbortController();
+    const aborted = sem.wait({ signal: ac.signal });
+    await Bun.sleep(5);
+    ac.abort(new Error("aborted by test"));
+    await expect(aborted).rejects.toThrow("aborted by test");
+    expect(waiters()).toBe(0);
+    poster.post();
+    expect(sem.value).toBe(1);
+    expect(await sem.wait()).toBe(true);
+    const stranded = sem.wait();
+    await Bun.sleep(5);
+    expect(waiters()).toBe(1);
+    const word = new DataView(other.bytes.buffer, other.bytes.byteOffset + 512 + 4, 4);
+    map.close();
+    await expect(stranded).rejects.toThrow("closed");
+    expect(word.getUint32(0, true)).toBe(0);
+    expect(qbunThreads()).toBeLessThanOrEqual(before);
+  });
+
   test("1,000 async waits leave no thread behind", async () => {
-    const threads = () => readdirSync("/proc/self/task").length;
     using mem = SharedMemory.memfd({ size: 4096 });
     using map = mem.map();
     const sem = Semaphore.init(map, 0);
     await sem.wait({ timeout: 1 }); // start the reactor
-    const before = threads();
+    const before = qbunThreads();
     for (let i = 0; i < 1000; i++) {
       const p = sem.wait({ timeout: 5000 });
       sem.post();
       expect(await p).toBe(true);
     }
     await Bun.sleep(10);
-    expect(threads()).toBe(before);
+    expect(qbunThreads()).toBeLessThanOrEqual(before);
   });
 });
+
+/**
+ * Threads other than the main one that still carry the process name: qbun's
+ * helper threads never rename themselves, Bun's own threads (JIT, GC, pools)
+ * do, and Bun starts those whenever it likes.
+ */
+function qbunThreads(): number {
+  const comm = (tid: string) => {
+    try {
+      return readFileSync(`/proc/self/task/${tid}/comm`, "utf8");
+    } catch {
+      return ""; // exited meanwhile
+    }
+  };
+  const main = comm(String(process.pid));
+  return readdirSync("/proc/self/task").filter((tid) => tid !== String(process.pid) && comm(tid) === main).length;
+}

@@ -6,7 +6,7 @@
 import type { Pointer } from "bun:ffi";
 import { check, ClosedError, QbunArgumentError } from "../../ffi/errors.ts";
 import { loadNative, type Native } from "../../ffi/native.ts";
-import { Reactor, type SemWaiter } from "../../ffi/reactor.ts";
+import { Reactor, type SemaphoreWait, type SemWaiter } from "../../ffi/reactor.ts";
 import type { Mapping, MappingDependent } from "./mapping.ts";
 
 /** Bytes a semaphore occupies in a mapping (glibc x86_64/aarch64). */
@@ -38,6 +38,8 @@ export class Semaphore implements MappingDependent {
   readonly #native: Native;
   /** Helper threads, kept for the next wait; one per concurrent wait. */
   readonly #waiters: SemWaiter[] = [];
+  /** Waits sleeping in io_uring rather than on a helper thread. */
+  readonly #futexWaits = new Set<SemaphoreWait>();
   #detached = false;
 
   private constructor(mapping: Mapping, offset: number) {
@@ -96,6 +98,16 @@ export class Semaphore implements MappingDependent {
     const started = Reactor.get();
     const reactor = started instanceof Promise ? await started : started; // no extra tick once it runs
     this.#checkOpen();
+    if (options.timeout === undefined && reactor.futexWaits) {
+      // No thread to wake: the kernel completes the wait on this thread.
+      const wait = reactor.waitSemaphore(this.#ptr, options.signal);
+      this.#futexWaits.add(wait);
+      try {
+        return await wait.promise;
+      } finally {
+        this.#futexWaits.delete(wait);
+      }
+    }
     let waiter = this.#waiters.find((w) => !w.busy);
     if (!waiter) {
       waiter = reactor.semWaiter(this.#ptr);
@@ -131,8 +143,10 @@ export class Semaphore implements MappingDependent {
     this.#mapping.removeDependent(this);
   }
 
-  /** Stop and join every helper thread: nothing touches the semaphore afterwards. */
+  /** Cancel io_uring waits and join every helper thread: nothing touches the semaphore afterwards. */
   #stopWaits(): void {
+    for (const wait of this.#futexWaits) wait.cancel(new ClosedError("semaphore"));
+    this.#futexWaits.clear();
     for (const waiter of this.#waiters.splice(0)) waiter.destroy(new ClosedError("semaphore"));
   }
 
