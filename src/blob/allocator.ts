@@ -6,6 +6,7 @@
 import { tmpdir } from "node:os";
 import * as v from "valibot";
 import { QbunArgumentError } from "../../ffi/errors.ts";
+import { DeferredMapping } from "../shm/mapping.ts";
 import { createMemory, resolveBackend, type BlobBackend, type BlobBackendChoice } from "./backend.ts";
 import { BlobQuotaError, BlobStaleError, BlobTokenError } from "./errors.ts";
 import { randomHex, TokenMinter, ID_BYTES } from "./ids.ts";
@@ -151,9 +152,10 @@ export class BlobAllocator implements Disposable {
     if (max !== undefined && this.#bytes + size > max) throw new BlobQuotaError(size, this.#bytes, max);
     const backend = o.backend === undefined ? this.backend : resolveBackend(o.backend, this.#options.tempDir);
     const memory = createMemory(backend, size, this.#options.tempDir);
-    let mapping;
+    let mapping: DeferredMapping;
     try {
-      mapping = memory.map({ access: "read-write" });
+      // The JS view waits for the first write: a view of a large blob costs a collection (see DeferredMapping).
+      mapping = DeferredMapping.map(memory.fd, size, 0, "read-write");
     } catch (error) {
       memory.close();
       throw error;

@@ -6,9 +6,9 @@
  * @module
  */
 import * as v from "valibot";
-import { check, ClosedError, QbunArgumentError, QbunSystemError } from "../../ffi/errors.ts";
-import { OwnedFd } from "../../ffi/fd.ts";
-import { loadNative } from "../../ffi/native.ts";
+import { ClosedError, QbunArgumentError, QbunSystemError } from "../../ffi/errors.ts";
+import type { OwnedFd } from "../../ffi/fd.ts";
+import { SharedMemory } from "../shm/shared-memory.ts";
 import type { AddressInput } from "../unix/address.ts";
 import type { ConnectOptions } from "../unix/connect.ts";
 import { UnixSeqpacket } from "../unix/seqpacket.ts";
@@ -194,7 +194,7 @@ export class BlobChannel implements Disposable, AsyncDisposable {
     if (this.#ended !== undefined) throw this.#ended ?? new ClosedError("blob channel");
     if (!(blob instanceof ShmBlob)) throw new QbunArgumentError("send() takes a published blob: call publish() on the writer first");
     // A dup travels, so a cleanup while the send waits for room cannot close (or recycle) the fd being sent.
-    using fd = new OwnedFd(check(loadNative().qbn_dup(blob.fd), "fcntl(F_DUPFD_CLOEXEC)"));
+    using fd = SharedMemory.fromFd(blob.fd);
     if (this.#deliveries.has(blob.id)) throw new QbunArgumentError(`blob ${blob.id} is already in flight on this channel: wait for its release`);
     let metadata: Uint8Array | undefined;
     if (options.metadata !== undefined) {
@@ -216,7 +216,7 @@ export class BlobChannel implements Disposable, AsyncDisposable {
     this.#deliveries.set(blob.id, control);
     this.#activity();
     try {
-      await this.#socket.send(frame, { fds: [fd], signal: options.signal });
+      await this.#socket.send(frame, { fds: [fd.fd], signal: options.signal });
     } catch (error) {
       if (this.#deliveries.get(blob.id) === control) this.#deliveries.delete(blob.id);
       this.#activity();

@@ -2,7 +2,8 @@
  * `qbun/blob`: a zero-copy data plane. Producers fill shared-memory blobs
  * (memfd, POSIX shm or temp file), publish (seal) them and hand them to other
  * processes as fds over a unix socket; consumers map them read-only.
- * Imports `src/shm`, `src/unix` and `ffi/` only; tests in test/blob*.test.ts.
+ * Imports `src/shm`, `src/unix` and the shared error and fd types of `ffi/`
+ * (no native calls of its own); tests in test/blob*.test.ts.
  * @module
  */
 export { BlobAllocator } from "./allocator.ts";

@@ -3,17 +3,15 @@
  * was checked against what its sender announced.
  * @module
  */
-import { check, ClosedError, QbunSystemError } from "../../ffi/errors.ts";
-import { OwnedFd, type FdLike } from "../../ffi/fd.ts";
-import { loadNative } from "../../ffi/native.ts";
+import { fstatSync, type Stats } from "node:fs";
+import { ClosedError, QbunSystemError } from "../../ffi/errors.ts";
+import type { FdLike } from "../../ffi/fd.ts";
 import { DeferredMapping, type ReadonlyBytes } from "../shm/mapping.ts";
+import { SharedMemory, type Seal } from "../shm/shared-memory.ts";
 import { BlobDescriptorError } from "./errors.ts";
 
-const S_IFMT = 0o170000;
-const S_IFREG = 0o100000;
-const F_GET_SEALS = 1034;
-/** F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE: what "sealed" promises a reader. */
-const IMMUTABLE_SEALS = 2 | 4 | 8;
+/** What "sealed" promises a reader: the file can neither shrink, grow nor be written. */
+const IMMUTABLE_SEALS: readonly Seal[] = ["shrink", "grow", "write"];
 /** Default ceiling on the size a reader accepts (1 TiB). */
 export const DEFAULT_MAX_READ_SIZE = 2 ** 40;
 
@@ -96,21 +94,30 @@ export class BlobReader implements Disposable {
 
   /** @internal open with a hook that runs once when the reader is closed. */
   static openWith(fd: FdLike, expected: BlobExpectation, onClose?: () => void): BlobReader {
-    const native = loadNative();
-    using owned = typeof fd === "number" ? new OwnedFd(check(native.qbn_dup(fd), "fcntl(F_DUPFD_CLOEXEC)")) : fd;
-    const st = new BigInt64Array(6);
-    const rc = native.qbn_fstat(owned.fd, st);
-    if (rc < 0) throw new BlobDescriptorError("not-a-file", `fstat failed (${new QbunSystemError(-rc, "fstat").code})`);
-    if ((Number(st[1]!) & S_IFMT) !== S_IFREG) throw new BlobDescriptorError("not-a-file", "the fd is not a regular file (memfd, shm object or file)");
-    const size = Number(st[0]!);
+    let memory: SharedMemory;
+    try {
+      memory = SharedMemory.fromFd(fd); // takes an OwnedFd over, duplicates a number
+    } catch (error) {
+      if (typeof fd !== "number") fd.close();
+      throw new BlobDescriptorError("not-a-file", `the fd cannot be used (${error instanceof QbunSystemError ? error.code : String(error)})`);
+    }
+    using owned = memory;
+    let stats: Stats;
+    try {
+      stats = fstatSync(owned.fd);
+    } catch (error) {
+      throw new BlobDescriptorError("not-a-file", `fstat failed (${(error as NodeJS.ErrnoException).code})`);
+    }
+    if (!stats.isFile()) throw new BlobDescriptorError("not-a-file", "the fd is not a regular file (memfd, shm object or file)");
+    const size = stats.size;
     const max = expected.maxSize ?? DEFAULT_MAX_READ_SIZE;
     if (size > max) throw new BlobDescriptorError("too-large", `${size} bytes exceeds this reader's limit of ${max}`);
     if (expected.size !== undefined && size !== expected.size) {
       throw new BlobDescriptorError("size-mismatch", `announced ${expected.size} bytes, the file has ${size}`);
     }
     if (size === 0) throw new BlobDescriptorError("size-mismatch", "the file is empty");
-    const seals = native.qbn_fcntl(owned.fd, F_GET_SEALS, 0);
-    const sealed = seals >= 0 && (seals & IMMUTABLE_SEALS) === IMMUTABLE_SEALS;
+    const seals = owned.seals;
+    const sealed = IMMUTABLE_SEALS.every((seal) => seals.includes(seal));
     if ((expected.sealed || expected.requireSealed) && !sealed) {
       throw new BlobDescriptorError("not-sealed", expected.sealed ? "announced as sealed, but the file can still be written or resized" : "this reader requires sealed blobs");
     }

@@ -4,7 +4,7 @@
  * @module
  */
 import { ClosedError, QbunArgumentError } from "../../ffi/errors.ts";
-import type { Mapping } from "../shm/mapping.ts";
+import type { DeferredMapping, Mapping } from "../shm/mapping.ts";
 import { SharedMemory } from "../shm/shared-memory.ts";
 import type { BlobBackend } from "./backend.ts";
 import { BlobStaleError } from "./errors.ts";
@@ -21,8 +21,8 @@ export interface BlobHolding {
   state: "writable" | "published" | "cleaned-up" | "expired";
   /** Read-write before publishing, read-only after; undefined once released. */
   memory: SharedMemory | undefined;
-  /** The producer's writable mapping (before publishing only). */
-  mapping: Mapping | undefined;
+  /** The producer's writable mapping (before publishing only); its JS view is made on first write. */
+  mapping: DeferredMapping | undefined;
   sealed: boolean;
 }
 
@@ -167,7 +167,7 @@ export class ShmBlobWriter implements Disposable {
   #mapping(): Mapping {
     const holding = live(this.#holding);
     if (holding.state !== "writable" || !holding.mapping) throw new ClosedError(`blob writer ${holding.id} (published)`);
-    return holding.mapping;
+    return holding.mapping.mapping;
   }
 }
 
