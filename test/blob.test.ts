@@ -242,7 +242,7 @@ describe("tokens", () => {
     expect(allocator.cleanup(token)).toBe(false);
     w.cleanup(); // also harmless
     const forged = `${w.id}.${"A".repeat(22)}`;
-    for (const bad of [forged, "nonsense", "", `${"0".repeat(32)}.${token.split(".")[1]}`]) {
+    for (const bad of [forged, "nonsense", "", `${"0".repeat(32)}.${token.split(".")[1]}`, `${token}!!`, ` ${token}`, 42 as never]) {
       expect(() => allocator.cleanup(bad)).toThrow(BlobTokenError);
     }
     // A token from another allocator is not this one's.

@@ -16,6 +16,7 @@ export function randomHex(bytes: number): string {
 export const ID_BYTES = 16;
 const ID_RE = /^[0-9a-f]{32}$/;
 const MAC_BYTES = 16;
+const MAC_RE = /^[A-Za-z0-9_-]{22}$/;
 
 /** Issues and checks tokens under one secret. */
 export class TokenMinter {
@@ -32,8 +33,11 @@ export class TokenMinter {
     const dot = token.indexOf(".");
     const id = token.slice(0, dot);
     if (dot !== 32 || !ID_RE.test(id)) return { problem: "malformed" };
-    const given = Buffer.from(token.slice(dot + 1), "base64url");
-    if (given.length !== MAC_BYTES || !timingSafeEqual(given, this.#mac(id))) return { problem: "bad signature" };
+    const mac = token.slice(dot + 1);
+    // Exactly the 22 characters mint() writes: the decoder would skip stray ones.
+    if (!MAC_RE.test(mac)) return { problem: "malformed" };
+    // Compare the text, not the decoded bytes, so only the exact token mint() wrote is genuine.
+    if (!timingSafeEqual(Buffer.from(mac), Buffer.from(this.#mac(id).toString("base64url")))) return { problem: "bad signature" };
     return { id };
   }
 
