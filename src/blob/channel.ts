@@ -231,6 +231,9 @@ export class BlobChannel implements Disposable, AsyncDisposable {
    * mapped; closing the reader tells it the blob was released). Null once
    * the peer has closed the channel and every blob it sent before was taken.
    *
+   * Abort: an aborted wait takes nothing; a blob that arrives later waits
+   * for the next `receive()`.
+   *
    * @throws BlobDescriptorError if the fd does not match its announcement (it is refused; the channel carries on);
    *   BlobProtocolError if the peer broke the protocol (the channel is closed); AbortError from `signal`
    */
