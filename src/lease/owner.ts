@@ -106,7 +106,7 @@ export class LeaseOwner implements AsyncDisposable, Disposable {
   readonly #writeClass: string;
   readonly #maxTtl: number;
   readonly #endpoints = new Map<string, Endpoint>();
-  readonly #sessions = new Set<Session>();
+  readonly #sessions = new Map<number, Session>();
   readonly #listeners = new Set<UnixListener<"seqpacket">>();
   readonly #leases: LeaseTable;
   #nextSession = 1;
@@ -231,7 +231,7 @@ export class LeaseOwner implements AsyncDisposable, Disposable {
 
   #startSession(channel: Channel): void {
     const session = new Session(this.#nextSession++, channel);
-    this.#sessions.add(session);
+    this.#sessions.set(session.id, session);
     this.#audit.record(session.audit, "connect", "", "ok");
     channel.start({
       frame: (bytes, fds) => this.#onFrame(session, bytes, fds),
@@ -240,10 +240,11 @@ export class LeaseOwner implements AsyncDisposable, Disposable {
   }
 
   #endSession(session: Session, error?: Error): void {
-    if (!this.#sessions.delete(session)) return;
+    if (this.#sessions.get(session.id) !== session) return;
     for (const entry of this.#endpoints.values()) entry.subscribers.delete(session);
     session.waiters.clear();
-    this.#leases.dropHolder(session.id); // announces "revoked" for each lease it held
+    this.#leases.dropHolder(session.id); // announces "revoked" for each lease it held, naming this session
+    this.#sessions.delete(session.id);
     this.#audit.record(session.audit, "disconnect", "", "ok", error ? { error: error.message } : undefined);
   }
 
@@ -405,13 +406,13 @@ export class LeaseOwner implements AsyncDisposable, Disposable {
 
   #leaseEnded(grant: Grant, reason: LeaseEndReason): void {
     const action: AuditAction = reason === "released" ? "lease.release" : reason === "expired" ? "lease.expire" : "lease.revoke";
-    const holder = [...this.#sessions].find((s) => s.id === grant.holder);
+    const holder = this.#sessions.get(grant.holder);
     this.#audit.record(holder?.audit ?? { session: grant.holder, pid: 0, uid: 0, gid: 0 }, action, grant.leaseClass, "ok", { token: grant.token });
     this.#broadcast(encodeJson(FrameType.LEASE_EVENT, 0, { leaseClass: grant.leaseClass, event: reason, token: grant.token }));
   }
 
   #broadcast(frame: Uint8Array): void {
-    for (const session of this.#sessions) this.#send(session, frame);
+    for (const session of this.#sessions.values()) this.#send(session, frame);
   }
 
   #send(session: Session, frame: Uint8Array, fds?: OwnedFd[]): void {
@@ -436,7 +437,7 @@ export class LeaseOwner implements AsyncDisposable, Disposable {
     this.#closed = true;
     for (const listener of this.#listeners) listener.close();
     this.#listeners.clear();
-    for (const session of [...this.#sessions]) session.channel.close();
+    for (const session of [...this.#sessions.values()]) session.channel.close();
     this.#sessions.clear();
     this.#leases.close();
     for (const entry of this.#endpoints.values()) entry.region.close();

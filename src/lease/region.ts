@@ -2,7 +2,7 @@
  * Shared regions: the owner's writable copy and the readers' read-only
  * views, tied together by a header at the start of the file.
  *
- * Header (64 bytes, little-endian i32 words, accessed with `Atomics`):
+ * Header (64 bytes, little-endian i32 words):
  * ```
  * word 0 magic "QBLR"   1 layout version (1)
  *      2 sequence       3 flags (bit 0: retired)
@@ -12,8 +12,14 @@
  * sequence odd, copies the bytes, then makes it even again. A reader loads
  * the sequence, copies, and loads it again; the copy is whole only if both
  * loads are the same even number — otherwise a write overlapped and the
- * reader copies again. `Atomics.load/store` are sequentially consistent, so
- * neither side's copy can move across its sequence accesses. Retiring a
+ * reader copies again. The owner stores with `Atomics.store` (sequentially
+ * consistent: its copy cannot move across them). The reader loads the
+ * sequence with aligned 32-bit reads through its read-only view: on x86-64
+ * (TSO) loads are not reordered with loads, and the copy between them is a
+ * native memcpy call the JIT does not move loads across. (Readers do not use
+ * `Atomics` because that needs an Int32Array over the read-only mapping, and
+ * bun:ffi's `toArrayBuffer` without a deallocator crashes the process when
+ * such a buffer is collected after the memory was remapped.) Retiring a
  * region (a new epoch) sets the flag and bumps the sequence, so a reader in
  * the middle of a copy learns of it at its second load.
  *
@@ -23,7 +29,6 @@
  * neither write through its fd nor be killed by SIGBUS from a shrink.
  * @module
  */
-import { toArrayBuffer, type Pointer } from "bun:ffi";
 import { ClosedError, QbunArgumentError } from "../../ffi/errors.ts";
 import type { OwnedFd } from "../../ffi/fd.ts";
 import { Mapping, ReadonlyBytes, SharedMemory } from "../shm/index.ts";
@@ -196,17 +201,18 @@ export class RegionView implements Disposable {
   readonly locator: Locator;
   readonly #memory: SharedMemory;
   readonly #mapping: Mapping;
-  readonly #header: Int32Array;
   readonly #bytes: ReadonlyBytes;
 
   private constructor(locator: Locator, memory: SharedMemory, mapping: Mapping) {
     this.locator = locator;
     this.#memory = memory;
     this.#mapping = mapping;
-    // Atomics need an Int32Array; this one covers read-only memory, so it is
-    // private, only ever loaded from, and never touched after close.
-    this.#header = new Int32Array(toArrayBuffer(mapping.pointerAt(0, HEADER_SIZE) as Pointer, 0, HEADER_SIZE));
-    this.#bytes = mapping.view;
+    this.#bytes = mapping.view; // bounds-checked, throws ClosedError once unmapped
+  }
+
+  /** Header word `index` (a 32-bit aligned load). */
+  #word(index: number): number {
+    return this.#bytes.readInt32(index * 4);
   }
 
   /**
@@ -225,13 +231,12 @@ export class RegionView implements Disposable {
       }
       mapping = memory.map({ access: "read-only", length: locator.fileSize });
       const view = new RegionView(locator, memory, mapping);
-      const h = view.#header;
-      const size = (Atomics.load(h, W_SIZE_LO) >>> 0) + (Atomics.load(h, W_SIZE_HI) >>> 0) * 2 ** 32;
-      if (Atomics.load(h, W_MAGIC) !== REGION_MAGIC || Atomics.load(h, W_VERSION) !== LAYOUT_VERSION) {
+      const size = (view.#word(W_SIZE_LO) >>> 0) + (view.#word(W_SIZE_HI) >>> 0) * 2 ** 32;
+      if (view.#word(W_MAGIC) !== REGION_MAGIC || view.#word(W_VERSION) !== LAYOUT_VERSION) {
         throw new LeaseError("ERR_QBUN_LEASE_PROTOCOL", "the region file has no valid header (wrong magic or version)");
       }
-      if (Atomics.load(h, W_EPOCH) >>> 0 !== locator.epoch || size !== locator.size) {
-        throw new LeaseError("ERR_QBUN_LEASE_PROTOCOL", `the region header (epoch ${Atomics.load(h, W_EPOCH) >>> 0}, ${size} bytes) does not match the locator (epoch ${locator.epoch}, ${locator.size} bytes)`);
+      if (view.#word(W_EPOCH) >>> 0 !== locator.epoch || size !== locator.size) {
+        throw new LeaseError("ERR_QBUN_LEASE_PROTOCOL", `the region header (epoch ${view.#word(W_EPOCH) >>> 0}, ${size} bytes) does not match the locator (epoch ${locator.epoch}, ${locator.size} bytes)`);
       }
       return view;
     } catch (error) {
@@ -266,19 +271,20 @@ export class RegionView implements Disposable {
     return this.#mapping.closed;
   }
 
-  #live(): Int32Array {
+  #live(): void {
     if (this.#mapping.closed) throw new ClosedError("region view");
-    return this.#header;
   }
 
   /** The current sequence number (odd while a write is being applied). */
   get sequence(): number {
-    return Atomics.load(this.#live(), W_SEQUENCE) >>> 0;
+    this.#live();
+    return this.#word(W_SEQUENCE) >>> 0;
   }
 
   /** Whether the owner replaced this epoch (the view still reads the old bytes). */
   get retired(): boolean {
-    return (Atomics.load(this.#live(), W_FLAGS) & FLAG_RETIRED) !== 0;
+    this.#live();
+    return (this.#word(W_FLAGS) & FLAG_RETIRED) !== 0;
   }
 
   /**
@@ -289,7 +295,7 @@ export class RegionView implements Disposable {
    * range outside the region.
    */
   readConsistent(offset = 0, length = this.size - offset, options: ReadConsistentOptions = {}): ConsistentRead {
-    const h = this.#live();
+    this.#live();
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
       throw new LeaseError("ERR_QBUN_LEASE_OUT_OF_BOUNDS", `read of ${length} bytes at ${offset} is outside the ${this.size}-byte region ${this.locator.endpoint}`);
     }
@@ -297,15 +303,15 @@ export class RegionView implements Disposable {
     if (into.length < length) throw new QbunArgumentError(`'into' has ${into.length} bytes, the read needs ${length}`);
     const attempts = options.attempts ?? 10_000;
     for (let attempt = 0; attempt < attempts; attempt++) {
-      const before = Atomics.load(h, W_SEQUENCE);
+      const before = this.#word(W_SEQUENCE);
       if (before & 1) continue; // a write is being copied in right now: it takes a memcpy, not a wait
       this.#copy(offset, length, into);
-      const after = Atomics.load(h, W_SEQUENCE);
+      const after = this.#word(W_SEQUENCE);
       if (before !== after) continue;
-      if (Atomics.load(h, W_FLAGS) & FLAG_RETIRED) {
+      if (this.#word(W_FLAGS) & FLAG_RETIRED) {
         throw new LeaseError("ERR_QBUN_LEASE_STALE_EPOCH", `epoch ${this.epoch} of ${this.locator.endpoint} was replaced: read from the new locator`);
       }
-      return { bytes: options.into ? into : into, sequence: after >>> 0, epoch: this.epoch };
+      return { bytes: into, sequence: after >>> 0, epoch: this.epoch };
     }
     throw new LeaseError("ERR_QBUN_LEASE_CONTENDED", `${attempts} copies of ${this.locator.endpoint} all overlapped a write; try again after the next write notification`);
   }

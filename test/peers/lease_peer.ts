@@ -51,8 +51,12 @@ async function run(cmd: any): Promise<unknown> {
     }
     case "report": {
       const s = watched.get(cmd.endpoint)!;
+      // With "until": wait (on write notifications) until the write acknowledged as {epoch, sequence} has been seen.
+      while (cmd.until && !(s.sub.lastWrite?.epoch === cmd.until.epoch && s.sub.lastWrite?.sequence === cmd.until.sequence)) {
+        await s.sub.nextWrite();
+      }
       check(cmd.endpoint);
-      return { reads: s.reads, torn: s.torn, epochs: s.epochs, last: s.last, errors: s.errors, epoch: s.sub.epoch, size: s.sub.locator?.size };
+      return { reads: s.reads, torn: s.torn, epochs: s.epochs, last: s.last, errors: s.errors, epoch: s.sub.epoch, size: s.sub.locator?.size, closed: client!.closed ? String(client!.closeReason) : false };
     }
     case "try-map-write": {
       const sub = watched.get(cmd.endpoint)!.sub;
@@ -82,8 +86,9 @@ async function run(cmd: any): Promise<unknown> {
     }
     case "write-loop": {
       const size = cmd.size as number;
-      for (let i = 1; i <= cmd.count; i++) await client!.write(cmd.endpoint, 0, new Uint8Array(size).fill(i & 0xff), cmd.token);
-      return { written: cmd.count };
+      let ack;
+      for (let i = 1; i <= cmd.count; i++) ack = await client!.write(cmd.endpoint, 0, new Uint8Array(size).fill(i & 0xff), cmd.token);
+      return { written: cmd.count, ack };
     }
     case "exit":
       client?.close();
