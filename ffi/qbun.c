@@ -852,8 +852,10 @@ int qbn_semfutex_take(void *sem, int registered) {
 void qbn_semfutex_register(void *sem) { add64(sem, SEM_ONE_WAITER); }
 void qbn_semfutex_unregister(void *sem) { add64(sem, (uint64_t)0 - SEM_ONE_WAITER); }
 
-/* Sleep (registered) until the count may be non-zero; reported with `token`. */
-int qbn_semfutex_arm(qbn_reactor *r, void *sem, int token) {
+/* Sleep (registered) until the count may be non-zero; reported with `token`
+ * and, in the report's third word, `gen` (so a cancelled sleep's late
+ * completion is told apart from the next one's). */
+int qbn_semfutex_arm(qbn_reactor *r, void *sem, int token, int gen) {
   if (!qbn_semfutex_supported(r)) return -ENOTSUP;
   unsigned tail = *r->sq_tail;
   struct io_uring_sqe *wait = uring_sqe(r, &tail);
@@ -862,7 +864,7 @@ int qbn_semfutex_arm(qbn_reactor *r, void *sem, int token) {
   wait->addr = (uint64_t)(uintptr_t)sem;
   wait->off = 0;               /* addr2: sleep while the count reads 0 */
   wait->addr3 = FUTEX_BITSET_MATCH_ANY_;
-  wait->user_data = (uint32_t)token;
+  wait->user_data = ((uint64_t)(uint32_t)gen << 32) | (uint32_t)token;
   wait->flags = IOSQE_IO_HARDLINK;
   struct io_uring_sqe *bell = uring_sqe(r, &tail);
   bell->opcode = IORING_OP_SEND;
@@ -875,15 +877,15 @@ int qbn_semfutex_arm(qbn_reactor *r, void *sem, int token) {
   return uring_submit(r, tail, 2);
 }
 
-/* Cancel the wait armed with `token` (done by the time this returns; its
- * completion, -ECANCELED, is ignored by JS). */
-int qbn_semfutex_cancel(qbn_reactor *r, int token) {
+/* Cancel the sleep armed with (token, gen): done by the time this returns;
+ * its completion, -ECANCELED, is ignored by JS. */
+int qbn_semfutex_cancel(qbn_reactor *r, int token, int gen) {
   if (!qbn_semfutex_supported(r)) return -ENOTSUP;
   unsigned tail = *r->sq_tail;
   struct io_uring_sqe *cancel = uring_sqe(r, &tail);
   cancel->opcode = IORING_OP_ASYNC_CANCEL;
   cancel->fd = -1;
-  cancel->addr = (uint32_t)token;
+  cancel->addr = ((uint64_t)(uint32_t)gen << 32) | (uint32_t)token;
   cancel->user_data = 0;
   return uring_submit(r, tail, 1);
 }
@@ -892,8 +894,8 @@ int qbn_semfutex_supported(qbn_reactor *r) { (void)r; return 0; }
 int qbn_semfutex_take(void *sem, int registered) { return -ENOTSUP; }
 void qbn_semfutex_register(void *sem) {}
 void qbn_semfutex_unregister(void *sem) {}
-int qbn_semfutex_arm(qbn_reactor *r, void *sem, int token) { return -ENOTSUP; }
-int qbn_semfutex_cancel(qbn_reactor *r, int token) { return -ENOTSUP; }
+int qbn_semfutex_arm(qbn_reactor *r, void *sem, int token, int gen) { return -ENOTSUP; }
+int qbn_semfutex_cancel(qbn_reactor *r, int token, int gen) { return -ENOTSUP; }
 static int uring_backend_start(qbn_reactor *r) { (void)r; return -ENOTSUP; }
 static int uring_arm(qbn_reactor *r, int fd, uint32_t events, uint32_t token) { return -ENOTSUP; }
 static int uring_cancel(qbn_reactor *r, uint32_t events, uint32_t token) { return -ENOTSUP; }

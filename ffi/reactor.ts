@@ -151,55 +151,17 @@ export class Reactor {
   }
 
   /**
-   * Wait for the process-shared glibc semaphore at `sem` without a helper
-   * thread (requires {@link Reactor.futexWaits}): the promise resolves true
-   * once one count is taken; `cancel` (or the signal) rejects it and leaves
-   * the count as it was. The memory at `sem` must stay mapped until the
-   * promise settles or `cancel` returns.
+   * A waiter for the process-shared glibc semaphore at `sem` that sleeps in
+   * io_uring instead of on a helper thread (requires
+   * {@link Reactor.futexWaits}). One wait at a time; reuse it for the next.
+   * The memory at `sem` must stay mapped until every wait has settled or
+   * been cancelled.
    */
-  waitSemaphore(sem: Pointer, signal?: AbortSignal): SemaphoreWait {
-    const native = this.#native;
-    if (signal?.aborted) return { promise: Promise.reject(signal.reason), cancel() {} };
-    native.qbn_semfutex_register(sem);
-    if (native.qbn_semfutex_take(sem, 1) === 1) return { promise: Promise.resolve(true), cancel() {} };
+  futexWaiter(sem: Pointer): FutexWaiter {
     const token = this.#nextToken++;
-    const { promise, resolve, reject } = Promise.withResolvers<boolean>();
-    let done = false;
-    const finish = () => {
-      done = true;
-      this.#byToken.delete(token);
-      this.unref();
-      signal?.removeEventListener("abort", onAbort);
-    };
-    const cancel = (reason: unknown) => {
-      if (done) return;
-      finish();
-      native.qbn_semfutex_cancel(this.#ptr, token); // takes effect before it returns
-      native.qbn_semfutex_unregister(sem);
-      reject(reason);
-    };
-    const onAbort = () => cancel(signal!.reason);
-    const arm = () => {
-      const rc = native.qbn_semfutex_arm(this.#ptr, sem, token);
-      if (rc < 0) {
-        finish();
-        native.qbn_semfutex_unregister(sem);
-        reject(new QbunSystemError(-rc, "io_uring_enter"));
-      }
-    };
-    // Woken (or EAGAIN: posted before the sleep began): take the count, or
-    // sleep again when another waiter took it first.
-    this.#byToken.set(token, () => {
-      if (done) return;
-      if (native.qbn_semfutex_take(sem, 1) === 1) {
-        finish();
-        resolve(true);
-      } else arm();
-    });
-    this.ref();
-    signal?.addEventListener("abort", onAbort, { once: true });
-    arm();
-    return { promise, cancel };
+    const waiter = new FutexWaiter(this, this.#native, this.#ptr, sem, token);
+    this.#byToken.set(token, (_result, generation) => waiter.onReport(generation));
+    return waiter;
   }
 
   /**
@@ -216,12 +178,91 @@ export class Reactor {
   }
 }
 
-/** A semaphore wait in progress on io_uring ({@link Reactor.waitSemaphore}). */
-export interface SemaphoreWait {
-  /** Resolves true once one count was taken. */
-  readonly promise: Promise<boolean>;
-  /** Stop waiting: the promise rejects with `reason`. Idempotent; no-op once settled. */
-  cancel(reason: unknown): void;
+/**
+ * Called once a wait ends: with nothing when it took one count, with the
+ * reason when it was cancelled or failed (the count is then unchanged).
+ */
+export type WaitDone = (error?: unknown) => void;
+
+/**
+ * Semaphore waits on io_uring's FUTEX_WAIT (see qbun.c): no thread, and no
+ * allocation per wait beyond what the caller brings. Callback-based so that
+ * hot paths (a qb client waiting for each response) pay no promise; see
+ * {@link FutexWaiter.wait}.
+ */
+export class FutexWaiter {
+  readonly #reactor: Reactor;
+  readonly #native: Native;
+  readonly #rptr: Pointer;
+  readonly #sem: Pointer;
+  readonly #token: number;
+  #done: WaitDone | undefined;
+  /** Numbers each sleep: a cancelled sleep's completion can arrive during the next wait. */
+  #generation = 0;
+
+  /** @internal use {@link Reactor.futexWaiter} */
+  constructor(reactor: Reactor, native: Native, rptr: Pointer, sem: Pointer, token: number) {
+    this.#reactor = reactor;
+    this.#native = native;
+    this.#rptr = rptr;
+    this.#sem = sem;
+    this.#token = token;
+  }
+
+  /** Whether a wait is in progress. */
+  get busy(): boolean {
+    return this.#done !== undefined;
+  }
+
+  /**
+   * Take one count: returns true when it did at once (`done` is not called),
+   * false when it sleeps; `done` is then called once it took one, or with
+   * the reason it stopped. One wait at a time.
+   */
+  wait(done: WaitDone): boolean {
+    if (this.#done) throw new Error("a futex waiter runs one wait at a time");
+    const native = this.#native;
+    native.qbn_semfutex_register(this.#sem);
+    if (native.qbn_semfutex_take(this.#sem, 1) === 1) return true;
+    this.#done = done;
+    this.#reactor.ref();
+    this.#arm();
+    return false;
+  }
+
+  #arm(): void {
+    this.#generation = (this.#generation + 1) >>> 0;
+    const rc = this.#native.qbn_semfutex_arm(this.#rptr, this.#sem, this.#token, this.#generation);
+    if (rc < 0) this.#finish(new QbunSystemError(-rc, "io_uring_enter"), true);
+  }
+
+  /** @internal Woken, or EAGAIN (posted before the sleep began): take the count, or sleep again. */
+  onReport(generation: number): void {
+    if (!this.#done || generation !== this.#generation) return; // a cancelled sleep's completion
+    if (this.#native.qbn_semfutex_take(this.#sem, 1) === 1) this.#finish(undefined, false);
+    else this.#arm(); // another waiter took it first
+  }
+
+  /** Stop the wait in progress (its `done` gets `reason`; the count is unchanged). No-op when idle. */
+  cancel(reason: unknown): void {
+    if (!this.#done) return;
+    this.#native.qbn_semfutex_cancel(this.#rptr, this.#token, this.#generation); // takes effect before it returns
+    this.#finish(reason, true);
+  }
+
+  /** Cancel any wait (with `reason`) and forget the token: the waiter is done for good. */
+  dispose(reason: unknown): void {
+    this.cancel(reason);
+    this.#reactor.release(this.#token);
+  }
+
+  #finish(error: unknown, unregister: boolean): void {
+    const done = this.#done!;
+    this.#done = undefined;
+    if (unregister) this.#native.qbn_semfutex_unregister(this.#sem);
+    this.#reactor.unref();
+    done(error);
+  }
 }
 
 /**

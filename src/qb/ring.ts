@@ -272,6 +272,21 @@ export class Ring implements Disposable {
     return this.#sem.wait(options);
   }
 
+  /**
+   * {@link Ring.waitForChunk} without a promise (see Semaphore.waitThen):
+   * true when a chunk was acquired at once; else `done` is called once one
+   * is (then {@link Ring.takeAcquired} it), or with the reason the wait
+   * stopped ({@link Ring.cancelWait}, or close).
+   */
+  waitForChunkThen(done: (error?: unknown) => void): boolean {
+    return this.#sem.waitThen(done);
+  }
+
+  /** End a {@link Ring.waitForChunkThen} in progress with `reason`. */
+  cancelWait(reason: unknown): void {
+    this.#sem.cancelWaits(reason);
+  }
+
   /** A peer truncated a ring file under us (the guard repaired the access). */
   #checkFiles(): void {
     if (this.#dataMap.faulted || this.#headerMap.faulted) {

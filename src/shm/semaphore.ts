@@ -6,7 +6,7 @@
 import type { Pointer } from "bun:ffi";
 import { check, ClosedError, QbunArgumentError } from "../../ffi/errors.ts";
 import { loadNative, type Native } from "../../ffi/native.ts";
-import { Reactor, type SemaphoreWait, type SemWaiter } from "../../ffi/reactor.ts";
+import { type FutexWaiter, Reactor, type SemWaiter, type WaitDone } from "../../ffi/reactor.ts";
 import type { Mapping, MappingDependent } from "./mapping.ts";
 
 /** Bytes a semaphore occupies in a mapping (glibc x86_64/aarch64). */
@@ -38,8 +38,8 @@ export class Semaphore implements MappingDependent {
   readonly #native: Native;
   /** Helper threads, kept for the next wait; one per concurrent wait. */
   readonly #waiters: SemWaiter[] = [];
-  /** Waits sleeping in io_uring rather than on a helper thread. */
-  readonly #futexWaits = new Set<SemaphoreWait>();
+  /** Waiters that sleep in io_uring rather than on a helper thread, kept likewise. */
+  readonly #futexWaiters: FutexWaiter[] = [];
   #detached = false;
 
   private constructor(mapping: Mapping, offset: number) {
@@ -87,8 +87,8 @@ export class Semaphore implements MappingDependent {
 
   /**
    * Wait for the count to be positive and decrement it, without blocking
-   * the event loop (the wait runs on a helper thread). Resolves true when
-   * acquired, false on timeout.
+   * the event loop (the wait sleeps in io_uring where the kernel allows,
+   * else on a helper thread). Resolves true when acquired, false on timeout.
    */
   async wait(options: SemaphoreWaitOptions = {}): Promise<boolean> {
     this.#checkOpen();
@@ -99,21 +99,68 @@ export class Semaphore implements MappingDependent {
     const reactor = started instanceof Promise ? await started : started; // no extra tick once it runs
     this.#checkOpen();
     if (options.timeout === undefined && reactor.futexWaits) {
-      // No thread to wake: the kernel completes the wait on this thread.
-      const wait = reactor.waitSemaphore(this.#ptr, options.signal);
-      this.#futexWaits.add(wait);
-      try {
-        return await wait.promise;
-      } finally {
-        this.#futexWaits.delete(wait);
-      }
+      const waiter = this.#futexWaiter(reactor);
+      const signal = options.signal;
+      const { promise, resolve, reject } = Promise.withResolvers<boolean>();
+      const onAbort = () => waiter.cancel(signal!.reason);
+      const done: WaitDone = (error) => {
+        signal?.removeEventListener("abort", onAbort);
+        if (error === undefined) resolve(true);
+        else reject(error);
+      };
+      if (waiter.wait(done)) return true;
+      signal?.addEventListener("abort", onAbort, { once: true });
+      return promise;
     }
+    return this.#threadWaiter(reactor).wait(options.timeout ?? -1, options.signal);
+  }
+
+  /**
+   * {@link Semaphore.wait} without a promise, for hot paths: returns true
+   * when it took one count at once (`done` is not called); otherwise false,
+   * and `done` is called once one is taken — or with the reason the wait
+   * stopped ({@link Semaphore.cancelWaits}, or the mapping closing), the
+   * count then unchanged. No timeout.
+   */
+  waitThen(done: WaitDone): boolean {
+    this.#checkOpen();
+    if (this.tryWait()) return true;
+    const started = Reactor.get();
+    if (started instanceof Promise) {
+      started.then(() => {
+        if (this.waitThen(done)) done();
+      }, done);
+      return false;
+    }
+    if (started.futexWaits) return this.#futexWaiter(started).wait(done);
+    this.#threadWaiter(started)
+      .wait(-1)
+      .then(() => done(), done);
+    return false;
+  }
+
+  /** Stop every wait in progress on this semaphore; each ends with `reason`. */
+  cancelWaits(reason: unknown): void {
+    for (const waiter of this.#futexWaiters) waiter.cancel(reason);
+    for (const waiter of this.#waiters.splice(0)) waiter.destroy(reason);
+  }
+
+  #futexWaiter(reactor: Reactor): FutexWaiter {
+    let waiter = this.#futexWaiters.find((w) => !w.busy);
+    if (!waiter) {
+      waiter = reactor.futexWaiter(this.#ptr);
+      this.#futexWaiters.push(waiter);
+    }
+    return waiter;
+  }
+
+  #threadWaiter(reactor: Reactor): SemWaiter {
     let waiter = this.#waiters.find((w) => !w.busy);
     if (!waiter) {
       waiter = reactor.semWaiter(this.#ptr);
       this.#waiters.push(waiter);
     }
-    return waiter.wait(options.timeout ?? -1, options.signal);
+    return waiter;
   }
 
   /**
@@ -145,8 +192,7 @@ export class Semaphore implements MappingDependent {
 
   /** Cancel io_uring waits and join every helper thread: nothing touches the semaphore afterwards. */
   #stopWaits(): void {
-    for (const wait of this.#futexWaits) wait.cancel(new ClosedError("semaphore"));
-    this.#futexWaits.clear();
+    for (const waiter of this.#futexWaiters.splice(0)) waiter.dispose(new ClosedError("semaphore"));
     for (const waiter of this.#waiters.splice(0)) waiter.destroy(new ClosedError("semaphore"));
   }
 
