@@ -4,7 +4,7 @@
  * semaphores inside them.
  * @module
  */
-export { Mapping, ReadonlyBytes } from "./mapping.ts";
+export { DeferredMapping, Mapping, ReadonlyBytes } from "./mapping.ts";
 export type { MapAccess } from "./mapping.ts";
 export { SEMAPHORE_SIZE, Semaphore } from "./semaphore.ts";
 export type { SemaphoreWaitOptions } from "./semaphore.ts";
