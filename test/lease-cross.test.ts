@@ -5,6 +5,7 @@ import { caught, settledFdCount, settlesWithin, shmListing, uniqueName } from ".
 import { Peer, type PyReply } from "./helpers/peers.ts";
 
 const PEER = join(import.meta.dir, "peers", "lease_peer.ts");
+const PY_READER = join(import.meta.dir, "peers", "lease_reader.py");
 
 /** test/peers/lease_peer.ts in a child Bun process, driven by JSON lines. */
 class LeasePeer extends Peer {
@@ -157,5 +158,25 @@ describe("across processes", () => {
     expect((await sub.read(0, 8)).bytes).toEqual(new Uint8Array(8).fill(0xaa));
     expect(audit.find((a) => a.action === "lease.expire")).toMatchObject({ peer: { pid: holder!.pid }, detail: { token } });
     expect(await caught(me.write("state", 0, new Uint8Array(1), token))).toMatchObject({ code: "ERR_QBUN_LEASE_STALE_TOKEN" });
+  });
+
+  test("a Python reader, written from the protocol description alone, subscribes, cannot map writable, and reads a write whole", async () => {
+    const name = uniqueName("lease-py");
+    await using owner = new LeaseOwner({ policy: CapabilityPolicy.sameUser() });
+    owner.createRegion("state", { size: 100, initial: new Uint8Array(100).fill(1) });
+    owner.listen(`\0${name}`);
+    await using py = await Peer.spawn(["python3", "-u", PY_READER, name, "state"], "python lease reader");
+    expect(py.ready).toMatchObject({
+      locator: { endpoint: "state", epoch: 1, size: 100, fileSize: 164, flags: 3, segments: [[0, 100, 64]] },
+      mapWrite: "EACCES",
+      magicOk: true,
+      headerEpoch: 1,
+      headerSize: 100,
+    });
+    await using writer = owner.connect();
+    const lease = await writer.acquire("memory-write", { ttlMs: 10_000 });
+    const ack = await writer.write("state", 0, new Uint8Array(8).fill(0xab), lease.token);
+    const line = JSON.parse((await py.line())!);
+    expect(line).toEqual({ epoch: 1, notified: ack.sequence, sequence: ack.sequence, head: "ab".repeat(8) });
   });
 });
