@@ -3,17 +3,34 @@
  * (TinyCC) and exposes its typed symbols.
  *
  * Two ways to build it:
- * - from source, next to this file (needs libc6-dev: headers and the
- *   `libc.so` link script);
- * - header-free, from a preprocessed copy embedded in a `bun build
- *   --compile` executable (see {@link useEmbeddedHelper}): the text goes to a
- *   memfd (TinyCC cannot read Bun's embedded files, oven-sh/bun#24752) and is
- *   linked straight against the `libc.so.6` this process already runs on.
+ * - from source, `qbun.c` next to this file (needs libc6-dev: headers and
+ *   the `libc.so` link script);
+ * - header-free, from a preprocessed copy: the text registered by a `bun
+ *   build --compile` entry ({@link useEmbeddedHelper}), or, when building
+ *   from source fails for want of headers, the `qbun.i` the npm package
+ *   ships next to `qbun.c` (written by `prepack`, scripts/preprocess-helper.ts).
+ *   The text goes to a memfd (TinyCC cannot read Bun's embedded files,
+ *   oven-sh/bun#24752) and is linked straight against the `libc.so.6` this
+ *   process already runs on.
+ *
+ * Paths come from this module's own location (an import of the source with
+ * `type: "file"`), never from the working directory: the same code loads
+ * from this repository, from `node_modules`, and from inside a consumer's
+ * compiled executable (where `qbun.c` is embedded as `/$bunfs/…`).
+ *
+ * Importing this module checks the platform (ffi/platform.ts): on anything
+ * but Linux x86_64 with glibc, the import throws `UnsupportedPlatformError`.
  * @module
  */
+/// <reference path="./assets.d.ts" />
 import { cc, dlopen, type FFIFunction } from "bun:ffi";
 import { closeSync, existsSync, readFileSync, writeSync } from "node:fs";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
+import { assertSupportedPlatform } from "./platform.ts";
+// The path of qbun.c: on disk from source or node_modules, `/$bunfs/…` in a compiled executable.
+import helperSourcePath from "./qbun.c" with { type: "file" };
+
+assertSupportedPlatform();
 
 const symbols = {
   qbn_strerror: { args: ["int", "ptr", "int"], returns: "int" },
@@ -155,7 +172,7 @@ const MISSING_FILE = /\b(?:include file|file|library) '[^']*' not found/;
 
 function compileFromSource(sourcePath: string): Native {
   try {
-    return cc({ source: sourcePath, flags: ["-w"], symbols }).symbols;
+    return withCompileLock(() => cc({ source: sourcePath, flags: ["-w"], symbols })).symbols;
   } catch (error) {
     const detail = String((error as Error)?.message ?? error).trim();
     const hint = MISSING_FILE.test(detail)
@@ -182,12 +199,14 @@ function compileHeaderFree(text: string): Native {
   try {
     const bytes = Buffer.from(text, "utf8");
     for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off);
-    return cc({
-      // An array `source` works at run time; @types/bun declares a string.
-      source: [`/proc/self/fd/${fd}`, libcPath] as unknown as string,
-      flags: ["-nostdlib", "-w"],
-      symbols,
-    }).symbols;
+    return withCompileLock(() =>
+      cc({
+        // An array `source` works at run time; @types/bun declares a string.
+        source: [`/proc/self/fd/${fd}`, libcPath] as unknown as string,
+        flags: ["-nostdlib", "-w"],
+        symbols,
+      }),
+    ).symbols;
   } catch (error) {
     const detail = String((error as Error)?.message ?? error).trim();
     throw new Error(
