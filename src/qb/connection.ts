@@ -184,13 +184,21 @@ export class QbConnection {
     try {
       for (;;) {
         let handled = 0;
-        while (handled < this.#policy.batch && !this.#closed && this.#flowControl === 0) {
-          // No await between taking a ring chunk and releasing it (SHM answers synchronously).
-          const next = this.#transport.take();
-          const message = next instanceof Promise ? await next : next;
-          if (message === null) return;
-          handled++;
-          this.#dispatch(message);
+        // The batch's responses become visible together: a client waiting for
+        // them wakes once per batch, not once per response (each wake-up is a
+        // futex syscall here and a context switch there).
+        this.#transport.holdResponses();
+        try {
+          while (handled < this.#policy.batch && !this.#closed && this.#flowControl === 0) {
+            // No await between taking a ring chunk and releasing it (SHM answers synchronously).
+            const next = this.#transport.take();
+            const message = next instanceof Promise ? await next : next;
+            if (message === null) return;
+            handled++;
+            this.#dispatch(message);
+          }
+        } finally {
+          this.#transport.releaseResponses();
         }
         if (this.#closed || this.#flowControl !== 0) return;
         await new Promise<void>((resolve) => setImmediate(resolve)); // let other connections run

@@ -75,12 +75,15 @@ export class ShmServerTransport implements ServerTransport {
     this.#undrained = 0;
   }
 
+  /** Nested holds: a batch of requests holds, and each request inside it too. */
+  #holds = 0;
+
   holdResponses(): void {
-    this.#response.holdPosts();
+    if (this.#holds++ === 0) this.#response.holdPosts();
   }
 
   releaseResponses(): void {
-    if (!this.#closed) this.#response.releasePosts();
+    if (--this.#holds === 0 && !this.#closed) this.#response.releasePosts();
   }
 
   writeResponse(parts: readonly Uint8Array[]): boolean {

@@ -65,7 +65,8 @@ export interface ServerTransport {
   waitForRequests(signal: AbortSignal): Promise<void>;
   /**
    * Make responses written from now on invisible to the client until
-   * `releaseResponses()` (SHM: commit but hold the semaphore post).
+   * `releaseResponses()` (SHM: commit but hold the semaphore post). Holds
+   * nest: responses show once every hold is released.
    */
   holdResponses(): void;
   /** Let the client see the responses written since `holdResponses()`. */
