@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -24,6 +25,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <linux/futex.h>
 #include <linux/io_uring.h>
 #include <time.h>
 #include <unistd.h>
@@ -825,6 +827,36 @@ static int uring_reap(qbn_reactor *r, uint32_t *out, int cap) {
   }
 }
 
+/* sem_post `n` times in one step: add n to the count, then wake up to n
+ * sleepers with one futex call (glibc's sem_post makes a futex call per post
+ * while anyone sleeps). Same word protocol as glibc (see SEM_ONE_WAITER);
+ * the futex is process-shared unless the semaphore was made private. */
+static int sem_layout_checked = -1;
+
+int qbn_sem_post_many(void *sem, int n) {
+  if (n <= 0) return 0;
+  if (sem_layout_checked < 0) sem_layout_checked = sem_layout_ok();
+  if (!sem_layout_checked) {
+    for (int i = 0; i < n; i++) if (sem_post((sem_t *)sem) < 0) return NEG_ERRNO;
+    return 0;
+  }
+  volatile uint64_t *word = sem;
+  uint64_t d = *word;
+  for (;;) {
+    if ((uint64_t)(uint32_t)d + (uint64_t)n > (uint64_t)SEM_VALUE_MAX) return -EOVERFLOW;
+    uint64_t prev = cas64(word, d, d + (uint64_t)n);
+    if (prev == d) break;
+    d = prev;
+  }
+  uint32_t sleepers = (uint32_t)(d >> 32);
+  if (sleepers > 0) {
+    int private_flag = ((int *)sem)[2]; /* glibc: FUTEX_PRIVATE_FLAG for a shared semaphore, 0 for a private one */
+    int op = FUTEX_WAKE | (FUTEX_PRIVATE_FLAG ^ private_flag);
+    syscall(SYS_futex, (uint32_t *)sem, op, (int)(sleepers < (uint32_t)n ? sleepers : (uint32_t)n), NULL, NULL, 0);
+  }
+  return 0;
+}
+
 /*
  * Semaphore waits without a helper thread (io_uring backend, Linux >= 6.7):
  * a wait registers itself in the semaphore's waiter count, so that sem_post
@@ -890,6 +922,10 @@ int qbn_semfutex_cancel(qbn_reactor *r, int token, int gen) {
   return uring_submit(r, tail, 1);
 }
 #else
+int qbn_sem_post_many(void *sem, int n) {
+  for (int i = 0; i < n; i++) if (sem_post((sem_t *)sem) < 0) return NEG_ERRNO;
+  return 0;
+}
 int qbn_semfutex_supported(qbn_reactor *r) { (void)r; return 0; }
 int qbn_semfutex_take(void *sem, int registered) { return -ENOTSUP; }
 void qbn_semfutex_register(void *sem) {}

@@ -422,6 +422,28 @@ describe("process-shared semaphores", () => {
     expect(qbunThreads()).toBeLessThanOrEqual(before);
   });
 
+  test("postMany: one call posts n and wakes up to n sleepers (ours or glibc's sem_wait)", async () => {
+    using mem = SharedMemory.memfd({ size: 4096 });
+    using map = mem.map();
+    using other = mem.map();
+    const sem = Semaphore.init(map, 1024);
+    const poster = Semaphore.open(other, 1024);
+    poster.postMany(5);
+    expect(sem.value).toBe(5);
+    for (let i = 0; i < 5; i++) expect(sem.tryWait()).toBe(true);
+    expect(sem.tryWait()).toBe(false);
+    poster.postMany(0);
+    expect(sem.value).toBe(0);
+    expect(() => poster.postMany(-1)).toThrow(QbunArgumentError);
+
+    const pending = [sem.wait(), sem.wait(), sem.wait({ timeout: 10_000 })]; // the last on a helper thread
+    await Bun.sleep(10);
+    poster.postMany(3);
+    expect(await Promise.all(pending)).toEqual([true, true, true]);
+    expect(sem.value).toBe(0);
+    expect(new DataView(map.bytes.buffer, map.bytes.byteOffset + 1024 + 4, 4).getUint32(0, true)).toBe(0); // no sleeper left registered
+  });
+
   test("1,000 async waits leave no thread behind", async () => {
     using mem = SharedMemory.memfd({ size: 4096 });
     using map = mem.map();

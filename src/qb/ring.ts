@@ -335,7 +335,10 @@ export class Ring implements Disposable {
   /** Post the semaphore once per chunk written while held. */
   releasePosts(): void {
     this.#holding = false;
-    for (; this.#unposted > 0; this.#unposted--) this.#sem.post();
+    const count = this.#unposted;
+    this.#unposted = 0;
+    if (count === 1) this.#sem.post();
+    else if (count > 1) this.#sem.postMany(count);
   }
 
   #holding = false;

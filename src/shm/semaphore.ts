@@ -76,6 +76,13 @@ export class Semaphore implements MappingDependent {
     check(this.#native.qbn_sem_post(this.#ptr), "sem_post");
   }
 
+  /** Post `count` times at once: one call, and at most one wake-up syscall for all of them. */
+  postMany(count: number): void {
+    this.#checkOpen();
+    if (!Number.isInteger(count) || count < 0) throw new QbunArgumentError(`post count must be a non-negative integer, got ${count}`);
+    check(this.#native.qbn_sem_post_many(this.#ptr, count), "sem_post");
+  }
+
   /** Decrement if positive, without waiting. Returns whether it did. */
   tryWait(): boolean {
     this.#checkOpen();
