@@ -26,6 +26,7 @@
 import { cc, dlopen, type FFIFunction } from "bun:ffi";
 import { closeSync, existsSync, readFileSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
+import { withCompileLock } from "./cc-lock.ts";
 import { assertSupportedPlatform } from "./platform.ts";
 // The path of qbun.c: on disk from source or node_modules, `/$bunfs/…` in a compiled executable.
 import helperSourcePath from "./qbun.c" with { type: "file" };
@@ -83,6 +84,7 @@ const symbols = {
   qbn_sem_init: { args: ["ptr", "int", "int"], returns: "int" },
   qbn_sem_destroy: { args: ["ptr"], returns: "int" },
   qbn_sem_post: { args: ["ptr"], returns: "int" },
+  qbn_sem_post_many: { args: ["ptr", "int"], returns: "int" },
   qbn_sem_trywait: { args: ["ptr"], returns: "int" },
   qbn_sem_getvalue: { args: ["ptr"], returns: "int" },
   qbn_sem_timedwait: { args: ["ptr", "i64"], returns: "int" },
@@ -115,7 +117,11 @@ export function cstr(s: string): Buffer {
   return Buffer.from(`${s}\0`, "utf8");
 }
 
-/** How the loaded helper was built: from `qbun.c`, or header-free. */
+/**
+ * How the loaded helper was built: `"source"` from `qbun.c` (with libc
+ * headers), or `"embedded"`: header-free, from a preprocessed copy (the one
+ * registered with {@link useEmbeddedHelper}, or the package's `qbun.i`).
+ */
 export type HelperBuild = "source" | "embedded";
 
 let native: Native | undefined;
@@ -141,19 +147,39 @@ export function loadNative(): Native {
   if (process.platform !== "linux") {
     throw new Error(`qbun needs Linux (AF_UNIX, memfd, epoll); this is ${process.platform}`);
   }
-  const sourcePath = join(import.meta.dir, "qbun.c");
-  if (embeddedSource === undefined && existsSync(sourcePath)) {
-    native = compileFromSource(sourcePath);
-    build = "source";
-  } else if (embeddedSource !== undefined) {
-    native = compileHeaderFree(embeddedSource);
+  if (embeddedSource !== undefined) {
+    native = compileHeaderFree(embeddedSource, "the embedded (header-free) C helper");
     build = "embedded";
-  } else {
-    throw new Error(
-      "qbun: the C helper is missing: neither ffi/qbun.c nor an embedded copy was found",
-    );
+    return native;
+  }
+  if (!existsSync(helperSourcePath)) {
+    throw new Error(`qbun: the C helper is missing: neither ${helperSourcePath} nor an embedded copy was found`);
+  }
+  try {
+    native = compileFromSource(helperSourcePath);
+    build = "source";
+  } catch (sourceError) {
+    // No libc headers here: use the header-free copy the package ships, if there is one.
+    const preprocessed = MISSING_FILE.test(String((sourceError as Error)?.message)) ? findPreprocessed() : undefined;
+    if (preprocessed === undefined) throw sourceError;
+    native = compileHeaderFree(readFileSync(preprocessed, "utf8"), `the header-free C helper ${preprocessed}`);
+    build = "embedded";
   }
   return native;
+}
+
+/**
+ * The preprocessed helper shipped next to `qbun.c` (`qbun.i`, written by the
+ * package's `prepack`), or, inside a consumer's compiled executable, one
+ * embedded by naming it as an extra entry point (`bun build --compile
+ * app.ts node_modules/qbun/ffi/qbun.i`; Bun stores it as `qbun-<hash>.i`).
+ */
+function findPreprocessed(): string | undefined {
+  const beside = join(dirname(helperSourcePath), "qbun.i");
+  if (existsSync(beside)) return beside;
+  if (!helperSourcePath.startsWith("/$bunfs/")) return undefined;
+  const embedded = Bun.embeddedFiles.find((file) => /^qbun(?:-[a-z0-9]+)?\.i$/.test((file as Blob & { name: string }).name));
+  return embedded ? join(dirname(helperSourcePath), basename((embedded as Blob & { name: string }).name)) : undefined;
 }
 
 /** The path of the glibc this process runs on, read from its own maps. */
@@ -172,13 +198,19 @@ const MISSING_FILE = /\b(?:include file|file|library) '[^']*' not found/;
 
 function compileFromSource(sourcePath: string): Native {
   try {
-    return withCompileLock(() => cc({ source: sourcePath, flags: ["-w"], symbols })).symbols;
+    // Inside a compiled executable the source is embedded (`/$bunfs/…`), which TinyCC cannot open: hand it a memfd.
+    if (sourcePath.startsWith("/$bunfs/")) {
+      return withMemfd(readFileSync(sourcePath, "utf8"), (path) => cc({ source: path, flags: ["-w"], symbols }).symbols);
+    }
+    return cc({ source: sourcePath, flags: ["-w"], symbols }).symbols;
   } catch (error) {
     const detail = String((error as Error)?.message ?? error).trim();
     const hint = MISSING_FILE.test(detail)
       ? " Building it from source needs the C library headers and the libc.so link script" +
         " (Debian/Ubuntu: apt install libc6-dev; Fedora: dnf install glibc-devel)." +
-        " The standalone executable (bun scripts/build-binary.ts) embeds a header-free copy and needs neither."
+        " The npm package ships a header-free copy (ffi/qbun.i) that needs neither; so does the" +
+        " standalone executable (bun scripts/build-binary.ts). In your own `bun build --compile`," +
+        " add node_modules/qbun/ffi/qbun.i as an extra entry point to embed it."
       : "";
     throw new Error(`qbun: could not compile the C helper ${sourcePath} with bun:ffi cc (TinyCC).${hint}\n${detail}`, {
       cause: error,
@@ -186,36 +218,43 @@ function compileFromSource(sourcePath: string): Native {
   }
 }
 
-function compileHeaderFree(text: string): Native {
-  const libcPath = runningLibc();
+/** Writes `text` to a fresh memfd and calls `use` with its `/proc/self/fd/N` path; closes it afterwards. */
+function withMemfd<T>(text: string, use: (path: string) => T): T {
   // memfd_create straight from libc: the helper that wraps it is what we are building.
-  const libc = dlopen(libcPath, {
+  const libc = dlopen(runningLibc(), {
     memfd_create: { args: ["cstring", "uint32_t"], returns: "int" },
   });
   const MFD_CLOEXEC = 1;
   const fd = libc.symbols.memfd_create(Buffer.from("qbun-helper.c\0"), MFD_CLOEXEC);
   libc.close();
-  if (fd < 0) throw new Error("qbun: memfd_create failed while loading the embedded helper");
+  if (fd < 0) throw new Error("qbun: memfd_create failed while loading the C helper");
   try {
     const bytes = Buffer.from(text, "utf8");
     for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off);
-    return withCompileLock(() =>
+    return use(`/proc/self/fd/${fd}`);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function compileHeaderFree(text: string, what: string): Native {
+  const libcPath = runningLibc();
+  try {
+    return withMemfd(text, (path) =>
       cc({
         // An array `source` works at run time; @types/bun declares a string.
-        source: [`/proc/self/fd/${fd}`, libcPath] as unknown as string,
+        source: [path, libcPath] as unknown as string,
         flags: ["-nostdlib", "-w"],
         symbols,
-      }),
-    ).symbols;
+      }).symbols,
+    );
   } catch (error) {
     const detail = String((error as Error)?.message ?? error).trim();
     throw new Error(
-      `qbun: could not compile the embedded (header-free) C helper against ${libcPath}.` +
-        " Likely causes: the executable was built on another architecture or C library," +
+      `qbun: could not compile ${what} against ${libcPath}.` +
+        " Likely causes: it was preprocessed on another architecture or C library," +
         ` or the helper uses a libc symbol this glibc does not export.\n${detail}`,
       { cause: error },
     );
-  } finally {
-    closeSync(fd);
   }
 }
