@@ -33,6 +33,11 @@ const server = await QbServer.listen({
 const channel = await BlobChannel.connect(blobAddr!);
 const stream = await UnixStream.connect(streamAddr!);
 console.log("READY");
+// The parent stops this process with SIGTERM: stop the server first, so its
+// rings leave /dev/shm with it.
+process.once("SIGTERM", () => {
+  void server.stop().finally(() => process.exit(0));
+});
 
 const gbps = (bytes: number, ns: number) => bytes / ns; // bytes per ns = GB/s
 
