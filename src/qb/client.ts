@@ -68,6 +68,12 @@ interface Slot {
 }
 
 const FORCE_FILESYSTEM_SOCKETS = "/etc/libqb/force-filesystem-sockets";
+const EMPTY = new Uint8Array(0);
+
+/** Little-endian int32 at `offset` (the caller checked the length). */
+function int32At(bytes: Uint8Array, offset: number): number {
+  return bytes[offset]! | (bytes[offset + 1]! << 8) | (bytes[offset + 2]! << 16) | (bytes[offset + 3]! << 24);
+}
 /** Events read ahead of an iterator that is not pulling. */
 const MAX_QUEUED_EVENTS = 256;
 const ETIMEDOUT = 110;
@@ -215,6 +221,7 @@ export class QbClient implements AsyncDisposable {
   #writesPending = 0;
   readonly #header = new Uint8Array(REQUEST_HEADER_SIZE);
   readonly #headerView = new DataView(this.#header.buffer);
+  readonly #headerAndPayload: Uint8Array[] = [this.#header, EMPTY];
 
   /** The next response to a request made with {@link QbClient.send} (libqb's `qb_ipcc_recv`). */
   receive(options: QbRequestOptions = {}): Promise<QbMessage> {
@@ -254,7 +261,14 @@ export class QbClient implements AsyncDisposable {
     // synchronous transport. The header is copied into the ring at once.
     if (this.#writesPending === 0 && this.#transport.attached && !this.#heldByFlowControl()) {
       putRequestHeader(this.#headerView, 0, id, size);
-      const result = this.#transport.send([this.#header, ...parts]);
+      let sendParts: Uint8Array[];
+      if (parts.length === 1) {
+        // Reused: transports copy (or concatenate) the parts before send() returns.
+        sendParts = this.#headerAndPayload;
+        sendParts[1] = parts[0]!;
+      } else sendParts = [this.#header, ...parts];
+      const result = this.#transport.send(sendParts);
+      this.#headerAndPayload[1] = EMPTY;
       if (result === true) {
         this.#slots.push(slot);
         this.#readResponses();
@@ -379,10 +393,9 @@ export class QbClient implements AsyncDisposable {
   #parse(bytes: Uint8Array, what: string): QbMessage {
     if (bytes.byteLength < RESPONSE_HEADER_SIZE) throw new RingCorruptError(this.service, `a ${bytes.byteLength}-byte ${what} has no room for its header`);
     if (bytes.byteLength > this.maxMessageSize) throw new RingCorruptError(this.service, `a ${bytes.byteLength}-byte ${what} exceeds the negotiated size`);
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const size = view.getInt32(8, true);
+    const size = int32At(bytes, 8);
     if (size < RESPONSE_HEADER_SIZE || size > bytes.byteLength) throw new RingCorruptError(this.service, `${what} header claims ${size} bytes of ${bytes.byteLength}`);
-    return { id: view.getInt32(0, true), error: view.getInt32(16, true), data: bytes.subarray(RESPONSE_HEADER_SIZE, size) };
+    return { id: int32At(bytes, 0), error: int32At(bytes, 16), data: bytes.subarray(RESPONSE_HEADER_SIZE, size) };
   }
 
   /** Events from the server, in order, until the connection ends. */
