@@ -20,6 +20,8 @@ const root = resolve(import.meta.dir, "..");
 const fixtures = join(import.meta.dir, "fixtures", "consumer");
 const bun = process.execPath;
 const repoPackage = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
+/** Without libc6-dev here, only the header-free helper can load (and a compiled program needs qbun.i embedded). */
+const hasLibcHeaders = existsSync("/usr/include/stdio.h");
 
 interface Ran {
   exitCode: number | null;
@@ -201,7 +203,7 @@ describe("in a project that ran `bun add <tarball>`", () => {
     expect(ran.exitCode).toBe(0);
   }, 60_000);
 
-  test("bun build --compile of the consumer program runs away from the project", () => {
+  test.skipIf(!hasLibcHeaders)(`bun build --compile of the consumer program runs away from the project${hasLibcHeaders ? "" : " (skipped: no libc6-dev here, so only a build that embeds qbun.i can run; tested below)"}`, () => {
     const app = join(work, "app");
     ok([bun, "build", "--compile", "main.ts", "--outfile", app], { cwd: consumer });
     const ran = ok([app], { cwd: "/" });
@@ -265,7 +267,7 @@ describe("in a project that ran `bun add <tarball>`", () => {
 
     test.skipIf(skip)(`the helper loads from node_modules/qbun/ffi/qbun.i and the program works${note}`, () => {
       const probe = `import { helperBuild, loadNative } from ${JSON.stringify(join(consumer, "node_modules", "qbun", "ffi", "native.ts"))}; loadNative(); console.log(helperBuild());`;
-      expect(ok([bun, "-e", probe], { cwd: elsewhere }).stdout.trim()).toBe("source");
+      expect(ok([bun, "-e", probe], { cwd: elsewhere }).stdout.trim()).toBe(hasLibcHeaders ? "source" : "embedded");
       const hidden = hide([bun, "-e", probe]);
       expect(hidden.stderr).toContain("hidden: /usr/include has no stdio.h");
       expect([hidden.exitCode, hidden.stdout.trim()]).toEqual([0, "embedded"]);
