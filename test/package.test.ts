@@ -80,8 +80,8 @@ function expectConsumerReport(report: any): void {
   });
 }
 
-/** /dev/shm entries a consumer process may have made (its qb services are named qbun-consumer-<pid>-…). */
-const consumerShm = () => readdirSync("/dev/shm").filter((name) => name.includes("qbun-consumer-"));
+/** /dev/shm entries a consumer process may have made (its qb services: qbun-consumer-<pid>-…, the README's my-service-<pid>). */
+const consumerShm = () => readdirSync("/dev/shm").filter((name) => name.includes("qbun-consumer-") || name.includes("my-service-"));
 
 let work = "";
 let stage = "";
@@ -227,11 +227,14 @@ describe("in a project that ran `bun add <tarball>`", () => {
       "lease.ts": /^v1 true\ntrue\n$/,
     };
     expect(examples).toEqual([...Object.keys(expected), "handler.ts"].sort());
+    const before = consumerShm();
     for (const file of Object.keys(expected)) {
       const ran = run([bun, join("readme", file)], { cwd: consumer, env: { TMPDIR: work } });
       expect([file, ran.exitCode, ran.stderr]).toEqual([file, 0, ""]);
       expect(ran.stdout).toMatch(expected[file]!);
     }
+    expect(consumerShm()).toEqual(before);
+    expect(readdirSync(work).filter((name) => name.endsWith(".sock"))).toEqual([]);
   });
 
   test("the README's handler module serves requests under the installed `qbun serve`", async () => {
