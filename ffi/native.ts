@@ -182,6 +182,10 @@ function findPreprocessed(): string | undefined {
   return embedded ? join(dirname(helperSourcePath), basename((embedded as Blob & { name: string }).name)) : undefined;
 }
 
+
+/** bun:ffi `cc`, one qbun process at a time (see cc-lock.ts for why). */
+const lockedCc: typeof cc = (options) => withCompileLock(() => cc(options));
+
 /** The path of the glibc this process runs on, read from its own maps. */
 function runningLibc(): string {
   const maps = readFileSync("/proc/self/maps", "utf8");
@@ -200,9 +204,9 @@ function compileFromSource(sourcePath: string): Native {
   try {
     // Inside a compiled executable the source is embedded (`/$bunfs/…`), which TinyCC cannot open: hand it a memfd.
     if (sourcePath.startsWith("/$bunfs/")) {
-      return withMemfd(readFileSync(sourcePath, "utf8"), (path) => cc({ source: path, flags: ["-w"], symbols }).symbols);
+      return withMemfd(readFileSync(sourcePath, "utf8"), (path) => lockedCc({ source: path, flags: ["-w"], symbols }).symbols);
     }
-    return cc({ source: sourcePath, flags: ["-w"], symbols }).symbols;
+    return lockedCc({ source: sourcePath, flags: ["-w"], symbols }).symbols;
   } catch (error) {
     const detail = String((error as Error)?.message ?? error).trim();
     const hint = MISSING_FILE.test(detail)
@@ -241,7 +245,7 @@ function compileHeaderFree(text: string, what: string): Native {
   const libcPath = runningLibc();
   try {
     return withMemfd(text, (path) =>
-      cc({
+      lockedCc({
         // An array `source` works at run time; @types/bun declares a string.
         source: [path, libcPath] as unknown as string,
         flags: ["-nostdlib", "-w"],
