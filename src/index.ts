@@ -9,3 +9,5 @@ export * from "./shm/index.ts";
 export * from "./qb/index.ts";
 export * from "./blob/index.ts";
 export * from "./lease/index.ts";
+export { UnsupportedPlatformError, platformProblem } from "../ffi/platform.ts";
+export type { PlatformInfo } from "../ffi/platform.ts";
