@@ -136,11 +136,12 @@ export class ShmClientTransport implements ClientTransport {
     // before the send measured 3x slower on 64 B round trips.)
     this.#flush();
     this.#gone.signal.throwIfAborted();
+    this.#responseReady = ready; // before the wait: a wait that fails at once calls back at once
     if (this.#response.waitForChunkThen(this.#responseWaitDone)) {
+      this.#responseReady = undefined;
       this.#acquired = true;
       return true;
     }
-    this.#responseReady = ready;
     return false;
   }
 
