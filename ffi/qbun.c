@@ -767,6 +767,19 @@ static int uring_submit(qbn_reactor *r, unsigned tail, unsigned count) {
   return n == (int)count ? 0 : -EBUSY;
 }
 
+/* The 1-byte send on the doorbell that a wait is hard-linked to: it runs when
+ * the wait completes, however it completes, and wakes Bun's loop. */
+static void uring_doorbell_sqe(qbn_reactor *r, unsigned *tail) {
+  struct io_uring_sqe *bell = uring_sqe(r, tail);
+  bell->opcode = IORING_OP_SEND;
+  bell->fd = r->doorbell;
+  bell->addr = (uint64_t)(uintptr_t)&r->bell_byte;
+  bell->len = 1;
+  bell->msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+  bell->user_data = 0;
+  if (r->features & IORING_FEAT_CQE_SKIP) bell->flags = IOSQE_CQE_SKIP_SUCCESS;
+}
+
 /* One-shot poll for `events`, hard-linked to a doorbell byte. The poll's
  * user_data carries the token (low 32 bits) and its mask (high 32). */
 static int uring_arm(qbn_reactor *r, int fd, uint32_t events, uint32_t token) {
@@ -777,14 +790,7 @@ static int uring_arm(qbn_reactor *r, int fd, uint32_t events, uint32_t token) {
   poll->poll32_events = events;
   poll->user_data = ((uint64_t)events << 32) | token;
   poll->flags = IOSQE_IO_HARDLINK;
-  struct io_uring_sqe *bell = uring_sqe(r, &tail);
-  bell->opcode = IORING_OP_SEND;
-  bell->fd = r->doorbell;
-  bell->addr = (uint64_t)(uintptr_t)&r->bell_byte;
-  bell->len = 1;
-  bell->msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
-  bell->user_data = 0;
-  if (r->features & IORING_FEAT_CQE_SKIP) bell->flags = IOSQE_CQE_SKIP_SUCCESS;
+  uring_doorbell_sqe(r, &tail);
   return uring_submit(r, tail, 2);
 }
 
@@ -898,14 +904,7 @@ int qbn_semfutex_arm(qbn_reactor *r, void *sem, int token, int gen) {
   wait->addr3 = FUTEX_BITSET_MATCH_ANY_;
   wait->user_data = ((uint64_t)(uint32_t)gen << 32) | (uint32_t)token;
   wait->flags = IOSQE_IO_HARDLINK;
-  struct io_uring_sqe *bell = uring_sqe(r, &tail);
-  bell->opcode = IORING_OP_SEND;
-  bell->fd = r->doorbell;
-  bell->addr = (uint64_t)(uintptr_t)&r->bell_byte;
-  bell->len = 1;
-  bell->msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
-  bell->user_data = 0;
-  if (r->features & IORING_FEAT_CQE_SKIP) bell->flags = IOSQE_CQE_SKIP_SUCCESS;
+  uring_doorbell_sqe(r, &tail);
   return uring_submit(r, tail, 2);
 }
 
