@@ -4,11 +4,11 @@
  * flight, each timed from send to response.
  * @module
  */
-import { QbClient } from "../src/qb/index.ts";
-import { connectHint } from "./host/services.ts";
+import { connectService } from "./connect.ts";
 
 /** What to run. */
 export interface BenchPlan {
+  /** The service name. */
   readonly service: string;
   /** Request id. */
   readonly id: number;
@@ -26,20 +26,26 @@ export interface BenchPlan {
   readonly maxMessageSize?: number;
   /** Told how many timed requests are done, now and then. */
   readonly onProgress?: (done: number) => void;
-  /** Stops early (the result covers what was done). */
+  /** Stops early: requests in flight are abandoned, and the result covers the ones that completed (`interrupted` is set). */
   readonly signal?: AbortSignal;
 }
 
 /** What `qbun bench --json` prints. */
 export interface BenchResult {
+  /** The service name. */
   readonly service: string;
+  /** The transport the server chose. */
   readonly transport: "shm" | "socket";
+  /** Request id sent. */
   readonly id: number;
   /** Request payload bytes. */
   readonly size: number;
   /** Timed requests completed. */
   readonly count: number;
+  /** Requests in flight at once. */
   readonly inflight: number;
+  /** True when the plan's signal stopped the run before `count` reached the plan's count. */
+  readonly interrupted: boolean;
   /** Responses whose error was not 0. */
   readonly errors: number;
   /** Wall time of the timed part, seconds. */
@@ -54,15 +60,19 @@ export interface BenchResult {
 
 /** Runs the plan; rejects when the service cannot be reached or a request fails outright (timeout, disconnect). */
 export async function runBench(plan: BenchPlan): Promise<BenchResult> {
-  let client: QbClient;
-  try {
-    client = await QbClient.connect(plan.service, { maxMessageSize: plan.maxMessageSize, timeout: plan.timeout });
-  } catch (error) {
-    throw connectHint(plan.service, error);
-  }
-  await using _client = client;
-  const options = { timeout: plan.timeout };
-  for (let i = 0; i < plan.warmup; i++) await client.request(plan.id, plan.payload, options);
+  await using client = await connectService(plan.service, { maxMessageSize: plan.maxMessageSize, timeout: plan.timeout, signal: plan.signal });
+  const options = { timeout: plan.timeout, signal: plan.signal };
+  const stopped = () => plan.signal?.aborted === true;
+  // An abort while a request is in flight rejects it: that request is not counted, and the run ends.
+  const request = async () => {
+    try {
+      return await client.request(plan.id, plan.payload, options);
+    } catch (error) {
+      if (stopped()) return undefined;
+      throw error;
+    }
+  };
+  for (let i = 0; i < plan.warmup && !stopped(); i++) await request();
 
   const latencies = new Float64Array(plan.count);
   let issued = 0;
@@ -72,10 +82,11 @@ export async function runBench(plan: BenchPlan): Promise<BenchResult> {
   let lastReport = 0;
   const started = performance.now();
   const worker = async () => {
-    while (issued < plan.count && !plan.signal?.aborted) {
+    while (issued < plan.count && !stopped()) {
       issued++;
       const t0 = performance.now();
-      const response = await client.request(plan.id, plan.payload, options);
+      const response = await request();
+      if (!response) return;
       latencies[done++] = (performance.now() - t0) * 1000;
       if (response.error !== 0) errors++;
       bytes += plan.payload.byteLength + response.data.byteLength;
@@ -96,10 +107,11 @@ export async function runBench(plan: BenchPlan): Promise<BenchResult> {
     size: plan.payload.byteLength,
     count: done,
     inflight: plan.inflight,
+    interrupted: done < plan.count,
     errors,
     seconds: round(seconds, 3),
-    requestsPerSecond: round(done / seconds),
-    megabytesPerSecond: round(bytes / seconds / 1e6),
+    requestsPerSecond: seconds > 0 ? round(done / seconds) : 0,
+    megabytesPerSecond: seconds > 0 ? round(bytes / seconds / 1e6) : 0,
     latencyMicros: { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: at(1), mean: done === 0 ? 0 : round(sorted.reduce((a, b) => a + b, 0) / done) },
   };
 }

@@ -43,10 +43,39 @@ export interface HandlerContext {
 
 /** The shape a `--handler` module exports (as its default export, or as named exports). */
 export interface ServeHandlerModule {
+  /** Answers one request; a throw or rejection answers -EIO. */
   onRequest(request: QbRequest, ctx: HandlerContext): QbReply | Promise<QbReply>;
+  /** Decides on a connecting client from its kernel credentials (default: everyone read-write). */
   authenticate?(peer: Credentials, ctx: HandlerContext): AuthDecision | Promise<AuthDecision>;
+  /** Told about each new connection. */
   onConnect?(connection: QbConnection, ctx: HandlerContext): void;
+  /** Told about each connection that went away, and why. */
   onDisconnect?(connection: QbConnection, reason: unknown, ctx: HandlerContext): void;
+}
+
+/**
+ * A `--handler` module that could not be imported (a syntax error, an
+ * import it cannot resolve, a throw at load time). The command line was
+ * fine but the module failed, so the exit code is 1; the message names the
+ * file, the reason and what to try.
+ */
+export class HandlerImportError extends Error {
+  /** Always `"ERR_QBUN_HANDLER_IMPORT"`. */
+  readonly code = "ERR_QBUN_HANDLER_IMPORT";
+  /** The module's absolute path. */
+  readonly file: string;
+  /** The first line of what the import threw. */
+  readonly reason: string;
+  constructor(file: string, cause: unknown) {
+    const reason = errorMessage(cause).split("\n")[0]!;
+    super(
+      `--handler: could not import ${file}: ${reason}. Check that it is valid TypeScript/JavaScript and that everything it imports resolves from its own directory (running "bun ${file}" shows the full error)`,
+      { cause },
+    );
+    this.name = "HandlerImportError";
+    this.file = file;
+    this.reason = reason;
+  }
 }
 
 const handlerShape = v.object({
@@ -61,6 +90,7 @@ const CONTRACT = "export default { onRequest(request, ctx) { return { data } }, 
 /**
  * Imports the module at `file` and checks its shape.
  * @throws CliUsageError when the file is missing or exports the wrong shape (exit code 2).
+ * @throws HandlerImportError when importing it fails (exit code 1).
  */
 export async function loadHandlerModule(file: string): Promise<ServeHandlerModule> {
   const path = resolve(file);
@@ -69,7 +99,7 @@ export async function loadHandlerModule(file: string): Promise<ServeHandlerModul
   try {
     mod = (await import(path)) as Record<string, unknown>;
   } catch (error) {
-    throw new Error(`--handler: importing ${path} failed: ${errorMessage(error).split("\n")[0]}`);
+    throw new HandlerImportError(path, error);
   }
   const candidate = mod.default !== undefined && typeof mod.default === "object" ? mod.default : mod;
   const checked = v.safeParse(handlerShape, candidate);

@@ -30,6 +30,7 @@ export function mainHelp(commands: readonly Command[]): string {
     "  1  failed: the command ran and something went wrong (a refused connection, an error",
     "     response from call, a failed doctor check, a file clean could not remove)",
     "  2  usage: a bad command, flag or argument; the one-line message names it",
+    "  130  bench stopped by Ctrl-C (SIGINT), after printing the partial results",
   ].join("\n");
 }
 

@@ -9,21 +9,27 @@
  */
 import * as p from "@clack/prompts";
 import * as v from "valibot";
-import { errnoName } from "../ffi/errors.ts";
-import { QbClient } from "../src/qb/index.ts";
-import { serviceName, wholeNumber } from "./args.ts";
-import { runBench } from "./bench-run.ts";
+import type { QbClient } from "../src/qb/index.ts";
+import { requestId, serviceName } from "./args.ts";
+import { runBenchWithProgress } from "./bench-progress.ts";
+import { callData, callSummary, runCall } from "./call-run.ts";
+import { connectService } from "./connect.ts";
 import { runDoctor } from "./host/doctor-checks.ts";
-import { connectHint, formatBytes, listHost, type ServiceInfo } from "./host/services.ts";
+import { formatBytes, listHost, refreshService, type ServiceInfo } from "./host/services.ts";
 import { findStale, removeStale } from "./host/stale.ts";
+import { processInfo } from "./host/unix-sockets.ts";
 import { errorMessage, type CliIo } from "./io.ts";
-import { showBytes } from "./payload.ts";
+import { nextKey, QUIT } from "./keys.ts";
 import { VERSION } from "./version.ts";
 
-const requestId = wholeNumber("a request id", -0x8000_0000, 0x7fff_ffff);
+/** How often "watch" refreshes: each refresh reads /proc/net/unix and /dev/shm and sends one probe request. */
+const WATCH_INTERVAL_MS = 2_000;
 
 /** Thrown out of any prompt the user cancelled: ends the session. */
 class Cancelled extends Error {}
+
+/** Thrown when input ended (EOF) while waiting for a key: ends the session like "quit". */
+class InputEnded extends Error {}
 
 function answer<T>(value: T): Exclude<T, symbol> {
   if (p.isCancel(value)) throw new Cancelled();
@@ -53,6 +59,10 @@ export async function runInteractive(_io: CliIo): Promise<number> {
       if (choice === "s") await pickService(services);
     }
   } catch (error) {
+    if (error instanceof InputEnded) {
+      p.outro("Input ended: bye.");
+      return 0;
+    }
     if (error instanceof Cancelled) {
       p.cancel("Cancelled: bye.");
       return 0;
@@ -83,7 +93,7 @@ async function pickService(services: readonly ServiceInfo[]): Promise<void> {
         message: `${name}: what now?`,
         options: [
           { value: "c", label: "call: send one request" },
-          { value: "w", label: "watch: connections and files, refreshed every second" },
+          { value: "w", label: "watch: connections, files and a live round-trip probe, refreshed every 2 s" },
           { value: "b", label: "bench: 2000 requests, latency and throughput" },
           { value: "q", label: "back" },
         ],
@@ -107,76 +117,112 @@ async function call(service: string): Promise<void> {
   const spin = p.spinner();
   spin.start(`calling ${service}`);
   try {
-    await using client = await QbClient.connect(service, { timeout: 5_000 }).catch((error: unknown) => {
-      throw connectHint(service, error);
-    });
-    const started = performance.now();
-    const response = await client.request(id, new TextEncoder().encode(payload), { timeout: 5_000 });
-    const micros = Math.round((performance.now() - started) * 10_000) / 10;
-    const shown = showBytes(response.data);
-    const error = response.error === 0 ? "0 (ok)" : `${response.error} (${errnoName(-response.error)})`;
-    spin.stop(`response: error ${error}, ${response.data.byteLength} bytes in ${micros} µs`);
-    if (response.data.byteLength > 0) p.note(shown.text, shown.encoding === "utf8" ? "data (text)" : "data (hex)");
+    const outcome = await runCall({ service, id, payload: new TextEncoder().encode(payload), timeout: 5_000 });
+    spin.stop(`response: ${callSummary(outcome.report)}`);
+    if (outcome.report.size > 0) p.note(callData(outcome), outcome.report.encoding === "utf8" ? "data (text)" : "data (hex)");
   } catch (error) {
     spin.error(errorMessage(error));
   }
 }
 
+/**
+ * Watches one service until a key is pressed: its connections and their
+ * files (from the same data as `ls`, refreshed without rescanning every
+ * process), and the round-trip time of a probe request (id 1, empty
+ * payload; any answer counts, an error reply too) over a connection of
+ * its own, which the counts leave out. Request counters are not shown:
+ * libqb keeps them inside the server process.
+ */
 async function watch(service: string): Promise<void> {
-  const spin = p.spinner();
-  const line = () => {
-    const s = listHost().services.find((x) => x.name === service);
-    if (!s) return `${service}: not listening`;
-    const bytes = s.rings.reduce((n, r) => n + r.allocated, 0);
-    return `${s.connections} connection(s), ${s.rings.length} file set(s) in /dev/shm (${formatBytes(bytes)})`;
+  const owners = listHost().services.find((s) => s.name === service)?.owners ?? [];
+  let probe: QbClient | undefined;
+  let probeProblem: string | undefined;
+  try {
+    probe = await connectService(service, { timeout: 5_000 });
+  } catch (error) {
+    probeProblem = errorMessage(error).split("\n")[0];
+  }
+  const rtts: number[] = [];
+  let info: ServiceInfo | undefined;
+  const refresh = async () => {
+    info = refreshService(service, owners);
+    if (!probe) return;
+    const started = performance.now();
+    try {
+      await probe.request(1, new Uint8Array(0), { timeout: WATCH_INTERVAL_MS });
+      rtts.push((performance.now() - started) * 1000);
+    } catch (error) {
+      probeProblem = errorMessage(error).split("\n")[0];
+    }
   };
+  const spin = p.spinner();
   p.log.info(`Watching ${service}; press Enter to stop.`);
-  spin.start(line());
-  const timer = setInterval(() => spin.message(line()), 1_000);
-  const key = await nextKey();
-  clearInterval(timer);
-  spin.stop(line());
+  await refresh();
+  spin.start(watchLine(service, info, rtts, probeProblem));
+  let busy = false;
+  const timer = setInterval(() => {
+    if (busy) return; // a slow probe: skip a beat rather than pile up
+    busy = true;
+    void refresh().finally(() => {
+      busy = false;
+      spin.message(watchLine(service, info, rtts, probeProblem));
+    });
+  }, WATCH_INTERVAL_MS);
+  let key: string;
+  try {
+    key = await nextKey();
+  } finally {
+    clearInterval(timer);
+    await probe?.close();
+  }
+  spin.stop(watchLine(service, info, rtts, probeProblem));
+  if (info) p.note(connectionTable(info), `${service}: connections`);
   if (key === "\u0003") throw new Cancelled();
+  if (key === QUIT) throw new InputEnded();
 }
 
-/** Resolves the next key pressed (raw mode while waiting). */
-function nextKey(): Promise<string> {
-  const stdin = process.stdin;
-  const wasRaw = stdin.isRaw;
-  stdin.setRawMode?.(true);
-  stdin.resume();
-  return new Promise((resolve) => {
-    stdin.once("data", (data: Buffer) => {
-      stdin.setRawMode?.(wasRaw);
-      stdin.pause();
-      resolve(data.toString("latin1"));
-    });
-  });
+/** Connections other than this process's probe. */
+function others(info: ServiceInfo): ServiceInfo["rings"] {
+  return info.rings.filter((r) => r.clientPid !== process.pid);
+}
+
+function watchLine(service: string, info: ServiceInfo | undefined, rtts: readonly number[], probeProblem: string | undefined): string {
+  if (!info) return `${service}: not listening`;
+  const rings = others(info);
+  const connections = Math.max(0, info.connections - (rings.length < info.rings.length ? 1 : 0));
+  const bytes = rings.reduce((n, r) => n + r.allocated, 0);
+  const sorted = [...rtts].sort((a, b) => a - b);
+  const probe = probeProblem
+    ? `probe: ${probeProblem}`
+    : sorted.length
+      ? `probe round trip ${rtts.at(-1)!.toFixed(1)} µs (median ${sorted[Math.floor(sorted.length / 2)]!.toFixed(1)} over ${sorted.length})`
+      : "probe: waiting";
+  return `${connections} connection(s), ${rings.length} file set(s) in /dev/shm (${formatBytes(bytes)}), not counting this probe; ${probe}`;
+}
+
+function connectionTable(info: ServiceInfo): string {
+  const rings = others(info);
+  if (rings.length === 0) return "no client connections (besides this probe)";
+  return rings
+    .map((r) => {
+      const client = processInfo(r.clientPid);
+      return `client pid ${r.clientPid}${client ? ` (${client.comm}, uid ${client.uid})` : " (gone)"}  ${r.transport}  ${r.files.length} file(s), ${formatBytes(r.allocated)}  ${r.path}`;
+    })
+    .join("\n");
 }
 
 async function bench(service: string): Promise<void> {
   const count = 2_000;
-  const bar = p.progress({ max: count });
-  bar.start(`${count} echo requests (id 1, 64 B)`);
-  let shown = 0;
   try {
-    const r = await runBench({
-      service,
-      id: 1,
-      payload: new Uint8Array(64),
-      count,
-      warmup: 100,
-      inflight: 1,
-      timeout: 5_000,
-      onProgress: (done) => {
-        bar.advance(done - shown, `${done} of ${count}`);
-        shown = done;
+    await runBenchWithProgress(
+      { service, id: 1, payload: new Uint8Array(64), count, warmup: 100, inflight: 1, timeout: 5_000 },
+      {
+        title: `${count} echo requests (id 1, 64 B)`,
+        summary: (r) => `p50 ${r.latencyMicros.p50} µs, p99 ${r.latencyMicros.p99} µs, ${r.requestsPerSecond} requests/s${r.errors ? `, ${r.errors} error response(s)` : ""}`,
       },
-    });
-    const l = r.latencyMicros;
-    bar.stop(`p50 ${l.p50} µs, p99 ${l.p99} µs, ${r.requestsPerSecond} requests/s${r.errors ? `, ${r.errors} error response(s)` : ""}`);
-  } catch (error) {
-    bar.error(errorMessage(error));
+    );
+  } catch {
+    // The bar showed the error.
   }
 }
 
@@ -204,6 +250,7 @@ async function clean(): Promise<void> {
   if (!answer(await p.confirm({ message: `Remove them?`, initialValue: false }))) return;
   const result = removeStale(stale);
   p.log.info(`Removed ${result.removed.length} of ${stale.length}.`);
+  for (const k of result.skipped) p.log.warn(`Kept ${k.path}: ${k.why}`);
   for (const f of result.failed) p.log.error(`${f.path}: ${f.error}`);
 }
 

@@ -28,11 +28,12 @@ export const processIo: CliIo = {
  * handler module of the wrong shape, say): reported in one line, exit code 2.
  */
 export class CliUsageError extends Error {
-  /** Always `"ERR_QBUN_USAGE"`. */
-  readonly code = "ERR_QBUN_USAGE";
-  constructor(message: string) {
+  /** `"ERR_QBUN_USAGE"`, or a subclass's more specific code. */
+  readonly code: string;
+  constructor(message: string, code = "ERR_QBUN_USAGE") {
     super(message);
     this.name = "CliUsageError";
+    this.code = code;
   }
 }
 

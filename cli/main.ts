@@ -108,8 +108,8 @@ async function runCommand(command: Command, args: readonly string[], io: CliIo):
       const key = v.getDotPath(issue)?.split(".")[0];
       if (!key) return issue.message;
       const name = labels.get(key) ?? `--${key}`;
-      // A missing key: say so, with what the argument is.
-      if (issue.input === undefined && issue.kind === "schema" && issue.message.startsWith("Invalid key")) {
+      // A missing key: an issue about the top-level entry itself, whose input is undefined because the key is absent.
+      if (issue.input === undefined && issue.path?.length === 1 && !Object.hasOwn(input, key)) {
         const positional = positionals.find((p) => p.name === key);
         return `${name} is required${positional ? `: ${positional.help}` : ""}`;
       }

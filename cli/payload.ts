@@ -7,7 +7,7 @@
  */
 import * as v from "valibot";
 import { got, wholeNumber } from "./args.ts";
-import type { ArgToken } from "./commands/command.ts";
+import type { ArgToken, Flag } from "./commands/command.ts";
 
 /** `--hex`: pairs of hex digits (spaces, colons and a 0x prefix allowed). */
 export const hexPart = v.pipe(
@@ -35,12 +35,36 @@ function le32(write: (view: DataView) => void): Uint8Array {
   return bytes;
 }
 
+/** The flags that build a binary payload (`call`, `bench`), each repeatable and appended in command-line order. */
+export const payloadFlags = {
+  hex: { type: "string", value: "HEX", multiple: true, help: "Append bytes given in hex, e.g. 0a1bff" },
+  u32: { type: "string", value: "N", multiple: true, help: "Append N as 4 bytes, unsigned little-endian" },
+  i32: { type: "string", value: "N", multiple: true, help: "Append N as 4 bytes, signed little-endian" },
+} as const satisfies Record<string, Flag>;
+
+/** The schema entries for {@link payloadFlags} (and the PAYLOAD text positional). */
+export const payloadEntries = {
+  payload: v.optional(v.string()),
+  hex: v.optional(v.array(hexPart)),
+  u32: v.optional(v.array(u32Part)),
+  i32: v.optional(v.array(i32Part)),
+};
+
 /** The validated parts, per flag, in the order each flag was given. */
 export interface PayloadParts {
+  /** The PAYLOAD positional, as UTF-8 text. */
   readonly text?: string;
+  /** Each `--hex`'s bytes. */
   readonly hex?: readonly Uint8Array[];
+  /** Each `--u32`'s four bytes. */
   readonly u32?: readonly Uint8Array[];
+  /** Each `--i32`'s four bytes. */
   readonly i32?: readonly Uint8Array[];
+}
+
+/** Whether any part was given (an empty PAYLOAD text counts: it was asked for). */
+export function hasPayloadParts(parts: PayloadParts): boolean {
+  return parts.text !== undefined || Boolean(parts.hex?.length || parts.u32?.length || parts.i32?.length);
 }
 
 /**

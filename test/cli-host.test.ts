@@ -4,7 +4,7 @@
  * processes that are gone.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { paddedAbstractName, unixSockets } from "../cli/host/unix-sockets.ts";
 import { QbClient } from "../src/qb/index.ts";
@@ -51,7 +51,7 @@ describe("qbun ls", () => {
       const service = listing.services.find((s: any) => s.name === server.service);
       expect(service).toMatchObject({ address: `@${server.service}`, connections: 1 });
       expect(service.owners.map((o: any) => o.pid)).toEqual([server.pid]);
-      expect(service.owners[0]).toMatchObject({ uid: 0, comm: comm(server.pid) });
+      expect(service.owners[0]).toMatchObject({ uid: process.getuid!(), comm: comm(server.pid) });
       expect(service.rings).toHaveLength(1);
       const [ring] = service.rings;
       expect(ring).toMatchObject({ layout: "dir", serverPid: server.pid, clientPid: process.pid, service: server.service, transport, stale: false });
@@ -63,8 +63,9 @@ describe("qbun ls", () => {
     expect(listing.services.some((s: any) => s.name.startsWith("/"))).toBe(false);
 
     const text = await qbun(["ls"]);
-    expect(text.stdout).toContain(`${qbunServer.service}  @${qbunServer.service}  pid ${qbunServer.pid} (${comm(qbunServer.pid)}, uid 0)  1 connection(s)`);
-    expect(text.stdout).toContain(`${libqbServer.service}  @${libqbServer.service}  pid ${libqbServer.pid} (qb_server, uid 0)  1 connection(s)`);
+    const uid = process.getuid!();
+    expect(text.stdout).toContain(`${qbunServer.service}  @${qbunServer.service}  pid ${qbunServer.pid} (${comm(qbunServer.pid)}, uid ${uid})  1 connection(s), 1 in /dev/shm`);
+    expect(text.stdout).toContain(`${libqbServer.service}  @${libqbServer.service}  pid ${libqbServer.pid} (qb_server, uid ${uid})  1 connection(s), 1 in /dev/shm`);
   });
 
   test("a stopped server's service is gone from the list, and its files with it", async () => {
@@ -159,9 +160,12 @@ describe("qbun doctor and clean with a stale ring directory of a dead process", 
     const { UnixListener } = await import("../src/unix/index.ts");
     using live = UnixListener.listen(dir.file("live-service"));
     const dry = json(await qbun(["clean", "--socket-dir", dir.path, "--json"]));
+    const st = lstatSync(dead);
     expect(dry.stale.filter((s: any) => s.kind === "socket")).toEqual([
-      { path: dead, kind: "socket", service: "dead-service", bytes: 0, why: "connecting is refused: nothing listens on it" },
+      { path: dead, kind: "socket", service: "dead-service", bytes: 0, why: "no socket is bound to it (/proc/net/unix): its owner is gone", dev: st.dev, ino: st.ino, uid: st.uid },
     ]);
+    // Judged from /proc/net/unix: clean never connected to the live listener (a connect would wait in its backlog).
+    await expect(live.accept({ signal: AbortSignal.timeout(300) })).rejects.toThrow();
     expect(existsSync(dead)).toBe(true);
     const removed = json(await qbun(["clean", "--socket-dir", dir.path, "--service", "dead-service", "--yes", "--json"]));
     expect(removed.removed).toEqual([dead]);

@@ -4,7 +4,7 @@
  * @module
  */
 import * as v from "valibot";
-import { jsonFlag, serviceName } from "../args.ts";
+import { absoluteDir, jsonFlag, serviceName } from "../args.ts";
 import { formatBytes } from "../host/services.ts";
 import { findStale, removeStale, type StaleItem } from "../host/stale.ts";
 import type { CliIo } from "../io.ts";
@@ -18,11 +18,11 @@ export interface CleanReport {
   readonly stale: readonly StaleItem[];
   /** Paths removed. */
   readonly removed: readonly string[];
+  /** Paths left in place because, checked again right before removal, they had changed or were in use. */
+  readonly skipped: readonly { path: string; why: string }[];
   /** Paths that could not be removed, with why. */
   readonly failed: readonly { path: string; error: string }[];
 }
-
-const absoluteDir = v.pipe(v.string(), v.startsWith("/", (issue) => `an absolute directory path (got ${JSON.stringify(issue.input)})`));
 
 /** The `clean` command. */
 export const clean = defineCommand({
@@ -30,17 +30,20 @@ export const clean = defineCommand({
   summary: "Remove stale ring files and socket files of dead processes (dry run unless --yes)",
   description:
     "Finds libqb connection files in /dev/shm that no live process uses (the server and client\n" +
-    "pids in the name are gone, or no longer map them) and, in filesystem-socket mode, service\n" +
-    "sockets nobody listens on. Lists them; removes them with --yes. In a terminal without --yes\n" +
+    "pids in the name are gone, or no longer map them) and, in filesystem-socket mode, socket\n" +
+    "files no socket is bound to (judged from /proc/net/unix; nothing is connected to). Without\n" +
+    "--socket-dir only files named as libqb names them are considered in /tmp; with it, every\n" +
+    "socket file in that directory. Lists them; removes them with --yes, each only after checking\n" +
+    "again that it is the same file and still unused. In a terminal without --yes\n" +
     "(and without --json) it asks first; otherwise it only lists (a dry run). Exit code 1 if\n" +
     "something could not be removed.",
   flags: {
     yes: { type: "boolean", short: "y", help: "Remove without asking" },
     force: { type: "boolean", help: "Same as --yes" },
     service: { type: "string", value: "NAME", help: "Only this service's leftovers" },
-    json: { type: "boolean", help: "Print one JSON object {dryRun, stale, removed, failed}" },
+    json: { type: "boolean", help: "Print one JSON object {dryRun, stale, removed, skipped, failed}" },
     "shm-dir": { type: "string", value: "DIR", help: "Directory of libqb's connection files (default /dev/shm)" },
-    "socket-dir": { type: "string", value: "DIR", help: "Directory of filesystem-mode sockets (default /tmp, in that mode only)" },
+    "socket-dir": { type: "string", value: "DIR", help: "Consider every socket file in DIR (default: libqb-named ones in /tmp, in filesystem-socket mode only)" },
   },
   schema: v.strictObject({
     yes: v.optional(v.boolean(), false),
@@ -61,13 +64,15 @@ export const clean = defineCommand({
     } else if (!options.json) {
       printStale(stale, io);
     }
-    const result = remove ? removeStale(stale) : { removed: [], failed: [] };
+    // removeStale checks each item again first: the answer may have taken minutes.
+    const result = remove ? removeStale(stale) : { removed: [], skipped: [], failed: [] };
     const report: CleanReport = { dryRun: !remove, stale, ...result };
     if (options.json) {
       io.out(JSON.stringify(report, null, 2));
     } else if (stale.length > 0) {
       if (report.dryRun) io.out(`dry run: nothing removed. Run "qbun clean --yes" to remove ${stale.length === 1 ? "it" : "them"}.`);
       else io.out(`removed ${report.removed.length} of ${stale.length}`);
+      for (const s of report.skipped) io.out(`kept ${s.path}: ${s.why}`);
       for (const f of report.failed) io.err(`qbun clean: could not remove ${f.path}: ${f.error}`);
     }
     return report.failed.length > 0 ? 1 : 0;

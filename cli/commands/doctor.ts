@@ -4,7 +4,7 @@
  * @module
  */
 import * as v from "valibot";
-import { jsonFlag } from "../args.ts";
+import { absoluteDir, jsonFlag } from "../args.ts";
 import { runDoctor, type CheckOutcome } from "../host/doctor-checks.ts";
 import type { CliIo } from "../io.ts";
 import { defineCommand } from "./command.ts";
@@ -13,10 +13,9 @@ import { defineCommand } from "./command.ts";
 export interface DoctorReport {
   /** False when any check failed (warnings do not count). */
   readonly ok: boolean;
+  /** Every check's outcome, in the order run. */
   readonly checks: readonly CheckOutcome[];
 }
-
-const absoluteDir = v.pipe(v.string(), v.startsWith("/", (issue) => `an absolute directory path (got ${JSON.stringify(issue.input)})`));
 
 /** The `doctor` command. */
 export const doctor = defineCommand({

@@ -4,7 +4,7 @@
  * @module
  */
 import * as v from "valibot";
-import { jsonFlag } from "../args.ts";
+import { absoluteDir, jsonFlag } from "../args.ts";
 import { formatBytes, listHost, type HostListing } from "../host/services.ts";
 import type { RingSet } from "../host/rings.ts";
 import type { CliIo } from "../io.ts";
@@ -16,18 +16,19 @@ export const ls = defineCommand({
   summary: "List the libqb services on this host: owners, connections, files in /dev/shm",
   description:
     "Reads /proc/net/unix for listening sockets bound the way libqb binds them (a NUL-padded\n" +
-    "abstract name; in filesystem-socket mode, sockets in /tmp), finds the processes holding\n" +
+    "abstract name; in filesystem-socket mode, sockets in /tmp or --socket-dir), finds the processes holding\n" +
     "them through /proc/*/fd (root sees every process), counts their connections, and matches\n" +
-    "each connection's files in /dev/shm (qb-<server pid>-<client pid>-<fd>-XXXXXX/) with their\n" +
+    "each connection's files in /dev/shm or --shm-dir (qb-<server pid>-<client pid>-<fd>-XXXXXX/) with their\n" +
     "sizes and owners. Files no listed service owns are shown as orphans, marked stale when no\n" +
     'live process uses them ("qbun clean" removes those). Abstract names are per network namespace.',
   flags: {
-    json: { type: "boolean", help: "Print one JSON object {services, orphanRings, filesystemSockets}" },
+    json: { type: "boolean", help: "Print one JSON object {services, orphanRings, filesystemSockets, shmDir, socketDir}" },
     "shm-dir": { type: "string", value: "DIR", help: "Where to look for connection files (default /dev/shm)" },
+    "socket-dir": { type: "string", value: "DIR", help: "libqb's socket directory in filesystem-socket mode (default /tmp)" },
   },
-  schema: v.strictObject({ json: jsonFlag, "shm-dir": v.optional(v.pipe(v.string(), v.startsWith("/", "an absolute directory path"))) }),
+  schema: v.strictObject({ json: jsonFlag, "shm-dir": v.optional(absoluteDir), "socket-dir": v.optional(absoluteDir) }),
   async run(options, io) {
-    const listing = listHost({ shmDir: options["shm-dir"] });
+    const listing = listHost({ shmDir: options["shm-dir"], socketDir: options["socket-dir"] });
     if (options.json) io.out(JSON.stringify(listing, null, 2));
     else printListing(listing, io);
     return 0;
@@ -36,12 +37,12 @@ export const ls = defineCommand({
 
 /** The listing as text. */
 export function printListing(listing: HostListing, io: CliIo): void {
-  if (listing.services.length === 0) io.out(`no libqb services listening here${listing.filesystemSockets ? " (filesystem-socket mode)" : ""}`);
+  if (listing.services.length === 0) io.out(`no libqb services listening here${listing.filesystemSockets ? ` (filesystem-socket mode, in ${listing.socketDir})` : ""}`);
   for (const s of listing.services) {
     const owner = s.owners[0];
     const who = owner ? `pid ${s.owners.map((o) => o.pid).join(",")} (${owner.comm}, uid ${owner.uid})` : "owner unknown";
     const bytes = s.rings.reduce((n, r) => n + r.allocated, 0);
-    io.out(`${s.name}  ${s.address.length > 60 ? `${s.address.slice(0, 57)}...` : s.address}  ${who}  ${s.connections} connection(s), ${s.rings.length} in /dev/shm (${formatBytes(bytes)})`);
+    io.out(`${s.name}  ${s.address.length > 60 ? `${s.address.slice(0, 57)}...` : s.address}  ${who}  ${s.connections} connection(s), ${s.rings.length} in ${listing.shmDir} (${formatBytes(bytes)})`);
     for (const r of s.rings) io.out(`  ${ringLine(r)}`);
   }
   if (listing.orphanRings.length > 0) {

@@ -5,11 +5,10 @@
  */
 import * as v from "valibot";
 import { QbServer, interopAuthenticate, interopHandler, type QbServerOptions } from "../../src/qb/index.ts";
+import { got, maxMessageSize, serviceName, uid } from "../args.ts";
 import { loadHandlerModule, type HandlerContext } from "../handler-module.ts";
 import { CliUsageError, errorMessage } from "../io.ts";
 import { defineCommand } from "./command.ts";
-
-const uid = v.pipe(v.string(), v.regex(/^\d+$/, "must be a uid (a whole number)"), v.transform(Number));
 
 /** The `serve` command. */
 export const serve = defineCommand({
@@ -24,22 +23,17 @@ export const serve = defineCommand({
   flags: {
     service: { type: "string", value: "NAME", help: "Service name clients connect to (required)" },
     transport: { type: "string", value: "shm|socket", help: "Transport (default shm)" },
-    "deny-uid": { type: "string", value: "N", help: "Reject clients with this uid (EACCES)" },
-    "ro-uid": { type: "string", value: "N", help: "Accept clients with this uid read-only" },
-    "max-msg": { type: "string", value: "BYTES", help: "Smallest max message size to negotiate" },
+    "deny-uid": { type: "string", value: "N", help: "Reject clients with this uid, 0 to 4294967294 (EACCES)" },
+    "ro-uid": { type: "string", value: "N", help: "Accept clients with this uid read-only, 0 to 4294967294" },
+    "max-msg": { type: "string", value: "BYTES", help: "Smallest max message size to negotiate, 1 to 67108864 (64 MiB)" },
     handler: { type: "string", value: "FILE", help: "Serve this TypeScript/JavaScript handler module instead of the interop service" },
   },
   schema: v.strictObject({
-    service: v.pipe(
-      v.string("--service NAME is required"),
-      v.minLength(1),
-      v.maxBytes(106, "at most 106 bytes (libqb's limit)"),
-      v.regex(/^[^/\0]+$/, "no '/' or NUL"),
-    ),
-    transport: v.optional(v.picklist(["shm", "socket"], 'must be "shm" or "socket"'), "shm"),
+    service: serviceName,
+    transport: v.optional(v.picklist(["shm", "socket"], (issue) => `"shm" or "socket" ${got(issue)}`), "shm"),
     "deny-uid": v.optional(uid),
     "ro-uid": v.optional(uid),
-    "max-msg": v.optional(v.pipe(v.string(), v.regex(/^\d+$/, "must be a byte count"), v.transform(Number))),
+    "max-msg": v.optional(maxMessageSize),
     handler: v.optional(v.pipe(v.string(), v.minLength(1, "a path to a handler module"))),
   }),
   async run(options, io) {

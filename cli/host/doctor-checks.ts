@@ -5,8 +5,7 @@
  */
 import { accessSync, constants, existsSync, readdirSync, readFileSync, statfsSync, statSync } from "node:fs";
 import { SharedMemory } from "../../src/shm/index.ts";
-import { UnixListener, UnixStream } from "../../src/unix/index.ts";
-import { libqbAbstract } from "../../src/qb/socket-names.ts";
+import { UnixListener, UnixStream, type AddressInput } from "../../src/unix/index.ts";
 import { errorMessage } from "../io.ts";
 import { ringSets } from "./rings.ts";
 import { FORCE_FILESYSTEM_SOCKETS, formatBytes, listHost } from "./services.ts";
@@ -21,6 +20,7 @@ export interface CheckOutcome {
   readonly id: string;
   /** What was checked, in words. */
   readonly title: string;
+  /** `ok`, `warn` (works, but look at it) or `fail` (something will not work; the exit code is 1). */
   readonly verdict: Verdict;
   /** What was found. */
   readonly detail: string;
@@ -32,7 +32,9 @@ export interface CheckOutcome {
 
 /** Where the checks look (tests point them at their own directories). */
 export interface DoctorOptions {
+  /** Directory of libqb's connection files (default /dev/shm). */
   shmDir?: string;
+  /** Directory of filesystem-mode sockets (default /tmp; scanned for dead ones only when given or in that mode). */
   socketDir?: string;
 }
 
@@ -73,9 +75,11 @@ const checks: readonly Check[] = [
     title: "abstract unix sockets (libqb's padded names)",
     async run() {
       const name = `qbun-doctor-${process.pid}-${crypto.randomUUID().slice(0, 8)}`;
-      using listener = UnixListener.listen(libqbAbstract(name));
+      // libqb's way: the name in sun_path + 1, NUL-padded to the full address length.
+      const address: AddressInput = { abstract: new TextEncoder().encode(name), padded: true };
+      using listener = UnixListener.listen(address);
       const [client, server] = await Promise.all([
-        UnixStream.connect(libqbAbstract(name), { signal: AbortSignal.timeout(2_000) }),
+        UnixStream.connect(address, { signal: AbortSignal.timeout(2_000) }),
         listener.accept({ signal: AbortSignal.timeout(2_000) }),
       ]);
       client.close();
@@ -125,11 +129,11 @@ const checks: readonly Check[] = [
     id: "fd-limits",
     fixOnError: "check ulimit -n by hand",
     title: "open file limits (RLIMIT_NOFILE)",
-    run() {
+    run(options) {
       const own = nofile("self");
       if (!own) return { verdict: "warn", detail: "cannot read /proc/self/limits", fix: "check ulimit -n by hand" };
       const tight: string[] = [];
-      for (const service of listHost().services) {
+      for (const service of listHost({ shmDir: options.shmDir, socketDir: options.socketDir }).services) {
         for (const owner of service.owners) {
           const limit = nofile(String(owner.pid));
           const open = fdCount(owner.pid);

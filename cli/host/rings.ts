@@ -14,12 +14,15 @@ import { processAlive } from "./unix-sockets.ts";
 
 /** One file of a connection. */
 export interface RingFile {
+  /** The file's path. */
   readonly path: string;
   /** Apparent size (st_size). */
   readonly size: number;
   /** Memory it takes in /dev/shm (allocated blocks). */
   readonly allocated: number;
+  /** Owner uid. */
   readonly uid: number;
+  /** Owner gid. */
   readonly gid: number;
   /** Permission bits, e.g. 0o600. */
   readonly mode: number;
@@ -31,18 +34,23 @@ export interface RingSet {
   readonly path: string;
   /** `dir` for libqb 2.x's directory, `flat` for old flat files. */
   readonly layout: "dir" | "flat";
+  /** The server's pid, from the name. */
   readonly serverPid: number;
+  /** The client's pid, from the name. */
   readonly clientPid: number;
   /** The service named in the file names; undefined for an empty directory. */
   readonly service: string | undefined;
   /** `shm` (ring files), `socket` (a control file) or `unknown` (no files). */
   readonly transport: "shm" | "socket" | "unknown";
+  /** The files, sorted by name. */
   readonly files: readonly RingFile[];
   /** Memory all the files take (allocated blocks). */
   readonly allocated: number;
-  /** Owner and mode of the directory (or of the first flat file). */
+  /** Owner uid of the directory (or of the first flat file). */
   readonly uid: number;
+  /** Owner gid of the directory (or of the first flat file). */
   readonly gid: number;
+  /** Permission bits of the directory (or of the first flat file). */
   readonly mode: number;
   /** Last change, ms since the epoch. */
   readonly mtimeMs: number;
@@ -59,14 +67,18 @@ const CONTROL_FILE = /^qb-control-(.+)$/;
 /** A live process that maps nothing of a set may be creating it: give it this long. */
 const GRACE_MS = 5_000;
 
-/** Every libqb connection's file set in `shmDir` (default /dev/shm). */
-export function ringSets(shmDir = "/dev/shm", now = Date.now()): RingSet[] {
+/**
+ * Every libqb connection's file set in `shmDir` (default /dev/shm); with
+ * `only`, just the entries whose names it accepts (one set, re-judged).
+ */
+export function ringSets(shmDir = "/dev/shm", now = Date.now(), only?: (name: string) => boolean): RingSet[] {
   let names: string[];
   try {
     names = readdirSync(shmDir);
   } catch {
     return [];
   }
+  if (only) names = names.filter(only);
   const maps = new MapsCache();
   const sets: RingSet[] = [];
   const flat = new Map<string, { spid: number; cpid: number; service: string; files: RingFile[]; stats: Stats }>();
@@ -106,6 +118,12 @@ export function ringSets(shmDir = "/dev/shm", now = Date.now()): RingSet[] {
     sets.push(judge({ path: prefix, layout: "flat", serverPid: group.spid, clientPid: group.cpid, service: group.service, transport, files: group.files, stats: group.stats }, maps, now));
   }
   return sets.sort((a, b) => a.path.localeCompare(b.path));
+}
+
+/** For an old flat ring file's name, the name prefix its connection's files share (`qb-<spid>-<cpid>-<fd>`); undefined for other names. */
+export function flatSetPrefix(name: string): string | undefined {
+  const m = FLAT_NAME.exec(name);
+  return m ? `qb-${m[1]}-${m[2]}-${m[3]}` : undefined;
 }
 
 interface Found {

@@ -6,9 +6,8 @@
  * @module
  */
 import { existsSync } from "node:fs";
-import { QbunSystemError } from "../../ffi/errors.ts";
 import { ringSets, type RingSet } from "./rings.ts";
-import { paddedAbstractName, socketOwners, unixSockets, type SocketOwner } from "./unix-sockets.ts";
+import { paddedAbstractName, socketOwners, unixSockets, type SocketOwner, type UnixSocketEntry } from "./unix-sockets.ts";
 
 /** libqb's switch to filesystem sockets. */
 export const FORCE_FILESYSTEM_SOCKETS = "/etc/libqb/force-filesystem-sockets";
@@ -31,11 +30,16 @@ export interface ServiceInfo {
 
 /** Everything `ls` shows. */
 export interface HostListing {
+  /** The libqb services listening here, by name. */
   readonly services: readonly ServiceInfo[];
   /** Connection files that belong to no listed service (a stopped or crashed server's, for instance). */
   readonly orphanRings: readonly RingSet[];
   /** Whether libqb's filesystem-socket mode is on. */
   readonly filesystemSockets: boolean;
+  /** The directory searched for connection files. */
+  readonly shmDir: string;
+  /** The directory searched for service sockets in filesystem-socket mode. */
+  readonly socketDir: string;
 }
 
 /** Options for {@link listHost}. */
@@ -49,9 +53,45 @@ export interface ListOptions {
 /** Finds the libqb services on this host and their files. */
 export function listHost(options: ListOptions = {}): HostListing {
   const filesystemSockets = existsSync(FORCE_FILESYSTEM_SOCKETS);
+  const shmDir = options.shmDir ?? "/dev/shm";
   const socketDir = (options.socketDir ?? "/tmp").replace(/\/+$/, "");
   const sockets = unixSockets();
-  const found: { name: string; address: string; inode: number; path: string }[] = [];
+  const found = listeners(sockets, filesystemSockets, socketDir);
+  const owners = socketOwners(found.map((f) => f.inode));
+  const rings = ringSets(shmDir);
+  const claimed = new Set<RingSet>();
+  const services = found
+    .map((f) => {
+      const info = describeService(f, owners.get(f.inode) ?? [], sockets, rings);
+      for (const r of info.rings) claimed.add(r);
+      return info;
+    })
+    .sort((a, b) => a.name.localeCompare(b.name));
+  return { services, orphanRings: rings.filter((r) => !claimed.has(r)), filesystemSockets, shmDir, socketDir };
+}
+
+/**
+ * One service, refreshed cheaply: reads /proc/net/unix and `shmDir` but not
+ * every process's fds (the owners are given, from an earlier {@link listHost}).
+ * Undefined when nothing listens under the name any more.
+ */
+export function refreshService(name: string, owners: readonly SocketOwner[], options: ListOptions = {}): ServiceInfo | undefined {
+  const sockets = unixSockets();
+  const socketDir = (options.socketDir ?? "/tmp").replace(/\/+$/, "");
+  const found = listeners(sockets, existsSync(FORCE_FILESYSTEM_SOCKETS), socketDir).find((f) => f.name === name);
+  return found && describeService(found, owners, sockets, ringSets(options.shmDir ?? "/dev/shm"));
+}
+
+interface Listener {
+  name: string;
+  address: string;
+  inode: number;
+  path: string;
+}
+
+/** Listening stream sockets bound the way libqb binds a service. */
+function listeners(sockets: readonly UnixSocketEntry[], filesystemSockets: boolean, socketDir: string): Listener[] {
+  const found: Listener[] = [];
   for (const s of sockets) {
     if (s.type !== "stream" || !s.listening) continue;
     const abstract = paddedAbstractName(s.path);
@@ -61,40 +101,20 @@ export function listHost(options: ListOptions = {}): HostListing {
       found.push({ name: s.path.slice(socketDir.length + 1), address: s.path, inode: s.inode, path: s.path });
     }
   }
-  const owners = socketOwners(found.map((f) => f.inode));
-  const rings = ringSets(options.shmDir);
-  const claimed = new Set<RingSet>();
-  const services = found
-    .map((f): ServiceInfo => {
-      const pids = new Set((owners.get(f.inode) ?? []).map((o) => o.pid));
-      const mine = rings.filter((r) => r.service === f.name && pids.has(r.serverPid));
-      for (const r of mine) claimed.add(r);
-      return {
-        name: f.name,
-        address: f.address,
-        inode: f.inode,
-        owners: owners.get(f.inode) ?? [],
-        // Accepted sockets carry the listener's address: every connected one with the same path is a client's setup socket.
-        connections: sockets.filter((s) => s.type === "stream" && !s.listening && s.path === f.path).length,
-        rings: mine,
-      };
-    })
-    .sort((a, b) => a.name.localeCompare(b.name));
-  return { services, orphanRings: rings.filter((r) => !claimed.has(r)), filesystemSockets };
+  return found;
 }
 
-/**
- * A connect failure with a sentence on what to do: nothing listens under
- * that name (ECONNREFUSED/ENOENT) means the service is not running here.
- */
-export function connectHint(service: string, error: unknown): unknown {
-  if (error instanceof QbunSystemError && (error.code === "ECONNREFUSED" || error.code === "ENOENT")) {
-    return new QbunSystemError(error.errno, "connect", {
-      address: service,
-      hint: `no libqb service "${service}" is listening here (in this network namespace); "qbun ls" lists the running ones`,
-    });
-  }
-  return error;
+function describeService(f: Listener, owners: readonly SocketOwner[], sockets: readonly UnixSocketEntry[], rings: readonly RingSet[]): ServiceInfo {
+  const pids = new Set(owners.map((o) => o.pid));
+  return {
+    name: f.name,
+    address: f.address,
+    inode: f.inode,
+    owners,
+    // Accepted sockets carry the listener's address: every connected one with the same path is a client's setup socket.
+    connections: sockets.filter((s) => s.type === "stream" && !s.listening && s.path === f.path).length,
+    rings: rings.filter((r) => r.service === f.name && pids.has(r.serverPid)),
+  };
 }
 
 /** Bytes as text: 1.5 KiB, 3.0 MiB. */
