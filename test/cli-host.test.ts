@@ -4,13 +4,16 @@
  * processes that are gone.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { basename, join } from "node:path";
+import { findStale, looksLikeLibqbSocket, recheck, removeStale } from "../cli/host/stale.ts";
+import { SharedMemory } from "../src/shm/index.ts";
+import { UnixListener, UnixStream } from "../src/unix/index.ts";
 import { paddedAbstractName, unixSockets } from "../cli/host/unix-sockets.ts";
 import { QbClient } from "../src/qb/index.ts";
 import { tempDir, uniqueName } from "./helpers/env.ts";
 import { removeCBuilds } from "./helpers/peers.ts";
-import { json, qbun, SERVER_KINDS, shmEntriesOf, startServer } from "./cli-support.ts";
+import { json, qbun, SERVER_KINDS, shmEntriesOf, startServer, Terminal } from "./cli-support.ts";
 
 afterAll(removeCBuilds);
 
@@ -157,12 +160,21 @@ describe("qbun doctor and clean with a stale ring directory of a dead process", 
     const dead = dir.file("dead-service");
     const bound = Bun.spawnSync(["python3", "-c", `import socket; s = socket.socket(socket.AF_UNIX); s.bind(${JSON.stringify(dead)})`]);
     expect(bound.exitCode).toBe(0);
-    const { UnixListener } = await import("../src/unix/index.ts");
     using live = UnixListener.listen(dir.file("live-service"));
     const dry = json(await qbun(["clean", "--socket-dir", dir.path, "--json"]));
-    const st = lstatSync(dead);
+    const st = lstatSync(dead, { bigint: true });
     expect(dry.stale.filter((s: any) => s.kind === "socket")).toEqual([
-      { path: dead, kind: "socket", service: "dead-service", bytes: 0, why: "no socket is bound to it (/proc/net/unix): its owner is gone", dev: st.dev, ino: st.ino, uid: st.uid },
+      {
+        path: dead,
+        kind: "socket",
+        service: "dead-service",
+        bytes: 0,
+        why: "no socket is bound to it (/proc/net/unix): its owner is gone",
+        dev: Number(st.dev),
+        ino: Number(st.ino),
+        ctimeNs: String(st.ctimeNs),
+        uid: Number(st.uid),
+      },
     ]);
     // Judged from /proc/net/unix: clean never connected to the live listener (a connect would wait in its backlog).
     await expect(live.accept({ signal: AbortSignal.timeout(300) })).rejects.toThrow();
@@ -239,5 +251,162 @@ describe("usage errors", () => {
     expect(ran.exitCode).toBe(2);
     expect(ran.stderr.trimEnd().split("\n")).toHaveLength(1);
     expect(ran.stderr).toContain(message);
+  });
+});
+
+/** Binds a socket file at `path` and exits: a socket file nobody is bound to any more. */
+function deadSocketFile(path: string, type: "SOCK_STREAM" | "SOCK_DGRAM" = "SOCK_STREAM"): void {
+  const bound = Bun.spawnSync(["python3", "-c", `import socket; s = socket.socket(socket.AF_UNIX, socket.${type}); s.bind(${JSON.stringify(path)})`]);
+  expect(bound.exitCode).toBe(0);
+}
+
+describe("clean never removes what is alive when it removes", () => {
+  test("a socket file re-created by a live listener between listing and removal is kept, and the listener still answers", async () => {
+    using dir = tempDir("cli-recreated");
+    const path = dir.file("svc");
+    deadSocketFile(path);
+    const listed = await findStale({ socketDir: dir.path });
+    expect(listed.map((s) => s.path)).toEqual([path]);
+    // Meanwhile a server starts again under the same name (as a restarted libqb server unlinks and binds).
+    rmSync(path);
+    using live = UnixListener.listen(path);
+    const result = removeStale(listed);
+    expect(result.removed).toEqual([]);
+    // Caught by the file's identity, or (should the filesystem reuse inode and time) by the kernel's table.
+    expect(result.skipped).toEqual([{ path, why: expect.stringMatching(/^(replaced by another file \(or changed\) since it was listed|a socket is bound to it now)/) }]);
+    expect(existsSync(path)).toBe(true);
+    const [client, server] = await Promise.all([UnixStream.connect(path), live.accept()]);
+    client.close();
+    server.close();
+  });
+
+  test("the same socket file, bound again by the time of removal, is kept (the kernel's table is read again)", async () => {
+    using dir = tempDir("cli-rebound");
+    const path = dir.file("svc");
+    deadSocketFile(path);
+    const [item] = await findStale({ socketDir: dir.path });
+    // A live socket bound to the path now (same file identity faked: only the kernel's table tells).
+    rmSync(path);
+    using live = UnixListener.listen(path);
+    const st = lstatSync(path, { bigint: true });
+    const same = { ...item!, dev: Number(st.dev), ino: Number(st.ino), ctimeNs: String(st.ctimeNs) };
+    expect(recheck(same)).toBe("a socket is bound to it now (someone listens)");
+    expect(removeStale([same]).removed).toEqual([]);
+    expect(existsSync(path)).toBe(true);
+    live.close();
+  });
+
+  test("in a terminal: the listener that appears while clean asks is not removed by the yes", async () => {
+    using dir = tempDir("cli-tty-recreated");
+    const path = dir.file("svc");
+    deadSocketFile(path);
+    await using term = new Terminal(["clean", "--socket-dir", dir.path]);
+    await term.waitFor(path);
+    await term.waitFor("Remove these 1 item(s)?");
+    rmSync(path);
+    using live = UnixListener.listen(path);
+    await term.type("y");
+    await term.type("\r");
+    await term.waitFor("removed 0 of 1");
+    await term.waitFor(`kept ${path}: `);
+    expect(await term.exited()).toBe(0);
+    expect(existsSync(path)).toBe(true);
+    const [client, server] = await Promise.all([UnixStream.connect(path), live.accept()]);
+    client.close();
+    server.close();
+  });
+
+  test("a stale ring directory replaced by a live connection's directory of the same name is kept", async () => {
+    using shm = tempDir("cli-ring-replaced");
+    const pid = await deadPid();
+    const dir = join(shm.path, `qb-${process.pid}-${pid}-9-AbCdEf`);
+    const file = join(dir, "qb-request-svc-header");
+    const make = () => {
+      mkdirSync(dir);
+      writeFileSync(file, new Uint8Array(4096));
+      const old = new Date(Date.now() - 60_000);
+      utimesSync(file, old, old);
+      utimesSync(dir, old, old);
+    };
+    make();
+    const listed = await findStale({ shmDir: shm.path });
+    expect(listed).toMatchObject([{ path: dir, kind: "ring-dir", service: "svc", serverPid: process.pid, clientPid: pid }]);
+    rmSync(dir, { recursive: true });
+    make();
+    using mem = SharedMemory.openFile({ path: file });
+    using _map = mem.map();
+    const result = removeStale(listed);
+    expect(result.removed).toEqual([]);
+    expect(result.skipped.map((k) => k.path)).toEqual([dir]);
+    expect(existsSync(file)).toBe(true);
+  });
+
+  test("a ring directory a live process maps by the time of removal is kept", async () => {
+    using shm = tempDir("cli-ring-in-use");
+    const pid = await deadPid();
+    const dir = join(shm.path, `qb-${process.pid}-${pid}-9-GhIjKl`);
+    mkdirSync(dir);
+    const file = join(dir, "qb-request-svc-header");
+    writeFileSync(file, new Uint8Array(4096));
+    // Old enough that an idle live server pid does not count as "creating it".
+    const old = new Date(Date.now() - 60_000);
+    utimesSync(file, old, old);
+    utimesSync(dir, old, old);
+    const listed = await findStale({ shmDir: shm.path });
+    expect(listed.map((s) => s.path)).toEqual([dir]);
+    // This process (the server pid in the name) maps a file of it now.
+    using mem = SharedMemory.openFile({ path: file });
+    using _map = mem.map();
+    expect(recheck(listed[0]!)).toStartWith("in use now (server");
+    expect(removeStale(listed).removed).toEqual([]);
+    expect(existsSync(dir)).toBe(true);
+  });
+});
+
+describe("which socket files clean looks at", () => {
+  test("in libqb's own directory only libqb-named files; in a directory the user names, every socket file", async () => {
+    using dir = tempDir("cli-socket-names");
+    const names = ["qb-svc-10-11-12-request", "qb-svc-10-11-12-event-tx", "svc", "other.sock", ".s.PGSQL.5432"];
+    for (const name of names) deadSocketFile(dir.file(name), name.startsWith("qb-") ? "SOCK_DGRAM" : "SOCK_STREAM");
+    const implicit = await findStale({ socketDir: dir.path, onlyLibqbNames: true });
+    // "svc" counts: a connection socket names the service. Other programs' sockets are not libqb's business.
+    expect(implicit.map((s) => basename(s.path)).sort()).toEqual(["qb-svc-10-11-12-event-tx", "qb-svc-10-11-12-request", "svc"]);
+    expect(implicit.every((s) => s.service === "svc")).toBe(true);
+    const named = await findStale({ socketDir: dir.path });
+    expect(named.map((s) => basename(s.path)).sort()).toEqual([...names].sort());
+    expect(looksLikeLibqbSocket("qb-x-1-2-3-response", new Set())).toBe(true);
+    expect(looksLikeLibqbSocket("x", new Set())).toBe(false);
+    expect(looksLikeLibqbSocket("x", new Set(["x"]))).toBe(true);
+  });
+
+  test("a bound datagram socket (libqb's socket transport) is alive", async () => {
+    using dir = tempDir("cli-dgram-alive");
+    const path = dir.file("qb-svc-1-2-3-request");
+    const holder = Bun.spawn(["python3", "-c", `import socket, sys; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(${JSON.stringify(path)}); print("bound", flush=True); sys.stdin.read()`], { stdin: "pipe", stdout: "pipe" });
+    try {
+      const reader = holder.stdout.getReader();
+      expect(new TextDecoder().decode((await reader.read()).value)).toContain("bound");
+      expect(await findStale({ socketDir: dir.path })).toEqual([]);
+    } finally {
+      holder.stdin.end();
+      await holder.exited;
+    }
+    expect((await findStale({ socketDir: dir.path })).map((s) => s.path)).toEqual([path]);
+  });
+});
+
+describe("qbun ls directories", () => {
+  test("--shm-dir is the directory the text names, and --socket-dir is accepted", async () => {
+    await using server = await startServer("qbun");
+    await using client = await QbClient.connect(server.service);
+    await client.request(1, new Uint8Array(1));
+    using shm = tempDir("cli-ls-shm");
+    const ran = await qbun(["ls", "--shm-dir", shm.path, "--socket-dir", shm.path]);
+    expect(ran.exitCode).toBe(0);
+    expect(ran.stdout).toContain(`${server.service}  @${server.service}`);
+    expect(ran.stdout).toContain(`1 connection(s), 0 in ${shm.path} (0 B)`);
+    const listing = json(await qbun(["ls", "--shm-dir", shm.path, "--socket-dir", shm.path, "--json"]));
+    expect(listing).toMatchObject({ shmDir: shm.path, socketDir: shm.path });
+    expect((await qbun(["ls", "--socket-dir", "rel"])).stderr).toContain('--socket-dir: an absolute directory path (got "rel")');
   });
 });

@@ -3,82 +3,13 @@
  * pseudo-terminal (util-linux `script`) with keystrokes, against a qbun
  * server and the libqb reference server; and no prompts without a terminal.
  */
-import type { Subprocess } from "bun";
 import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { QbClient } from "../src/qb/index.ts";
 import { removeCBuilds } from "./helpers/peers.ts";
-import { cliMain, qbun, SERVER_KINDS, startServer } from "./cli-support.ts";
+import { qbun, SERVER_KINDS, startServer, Terminal } from "./cli-support.ts";
 
 afterAll(removeCBuilds);
-
-const ANSI = /\x1b\[[0-9;?]*[A-Za-z]/g;
-
-/** `qbun` in a pseudo-terminal: type keys, wait for text on the screen. */
-class Terminal implements AsyncDisposable {
-  readonly proc: Subprocess<"pipe", "pipe", "pipe">;
-  /** Everything shown so far, escape sequences removed. */
-  screen = "";
-  #seen = 0;
-  #waiters: (() => void)[] = [];
-  readonly #reading: Promise<void>;
-
-  /** Runs `qbun ...args` (no arguments: the interactive session). */
-  constructor(args: string[] = []) {
-    const command = [process.execPath, cliMain, ...args].map((word) => `'${word}'`).join(" ");
-    const proc = Bun.spawn(["script", "-qfec", `stty cols 160 rows 50; exec ${command}`, "/dev/null"], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
-    this.proc = proc;
-    this.#reading = (async () => {
-      const decoder = new TextDecoder();
-      for await (const chunk of proc.stdout) {
-        this.screen += decoder.decode(chunk, { stream: true }).replace(ANSI, "");
-        for (const wake of this.#waiters.splice(0)) wake();
-      }
-      for (const wake of this.#waiters.splice(0)) wake();
-    })();
-  }
-
-  /** Waits until `text` appears after what earlier waits consumed; fails with the screen after `ms`. */
-  async waitFor(text: string | RegExp, ms = 15_000): Promise<void> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const rest = this.screen.slice(this.#seen);
-      const at = typeof text === "string" ? rest.indexOf(text) : rest.search(text);
-      if (at >= 0) {
-        this.#seen += at;
-        return;
-      }
-      if (Date.now() > deadline || this.proc.exitCode !== null) throw new Error(`never saw ${text}; the screen:\n${this.screen}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.max(1, deadline - Date.now()));
-        this.#waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-  }
-
-  /** Types keys (clack reads them one keypress at a time). */
-  async type(keys: string): Promise<void> {
-    for (const key of keys.match(/\x1b\[[A-D]|[\s\S]/g) ?? []) {
-      this.proc.stdin.write(key);
-      this.proc.stdin.flush();
-      await Bun.sleep(15);
-    }
-  }
-
-  async exited(): Promise<number> {
-    const code = await this.proc.exited;
-    await this.#reading;
-    return code;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    if (this.proc.exitCode === null) this.proc.kill("SIGKILL");
-    await this.proc.exited;
-  }
-}
 
 describe.each(SERVER_KINDS)("the interactive session with a %s server", (kind) => {
   test("pick the service, call it, watch it, benchmark it, run doctor, then Ctrl-C exits cleanly", async () => {

@@ -3,6 +3,7 @@
  * of server every command is tried against: `qbun serve` (a Bun child) and
  * the libqb reference server (test/peers/qb_server.c, linked with libqb).
  */
+import type { Subprocess } from "bun";
 import { join, resolve } from "node:path";
 import { uniqueName } from "./helpers/env.ts";
 import { readdirSync } from "node:fs";
@@ -82,3 +83,72 @@ export function shmEntriesOf(pid: number): string[] {
 
 /** The server kinds every command is run against. */
 export const SERVER_KINDS = ["qbun", "libqb"] as const;
+
+const ANSI = /\x1b\[[0-9;?]*[A-Za-z]/g;
+
+/** `qbun` in a pseudo-terminal: type keys, wait for text on the screen. */
+export class Terminal implements AsyncDisposable {
+  readonly proc: Subprocess<"pipe", "pipe", "pipe">;
+  /** Everything shown so far, escape sequences removed. */
+  screen = "";
+  #seen = 0;
+  #waiters: (() => void)[] = [];
+  readonly #reading: Promise<void>;
+
+  /** Runs `qbun ...args` (no arguments: the interactive session). */
+  constructor(args: string[] = []) {
+    const command = [process.execPath, cliMain, ...args].map((word) => `'${word}'`).join(" ");
+    const proc = Bun.spawn(["script", "-qfec", `stty cols 160 rows 50; exec ${command}`, "/dev/null"], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+    this.proc = proc;
+    this.#reading = (async () => {
+      const decoder = new TextDecoder();
+      for await (const chunk of proc.stdout) {
+        this.screen += decoder.decode(chunk, { stream: true }).replace(ANSI, "");
+        for (const wake of this.#waiters.splice(0)) wake();
+      }
+      for (const wake of this.#waiters.splice(0)) wake();
+    })();
+  }
+
+  /** Waits until `text` appears after what earlier waits consumed; fails with the screen after `ms`. */
+  async waitFor(text: string | RegExp, ms = 15_000): Promise<void> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const rest = this.screen.slice(this.#seen);
+      const at = typeof text === "string" ? rest.indexOf(text) : rest.search(text);
+      if (at >= 0) {
+        this.#seen += at;
+        return;
+      }
+      if (Date.now() > deadline || this.proc.exitCode !== null) throw new Error(`never saw ${text}; the screen:\n${this.screen}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.max(1, deadline - Date.now()));
+        this.#waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Types keys (clack reads them one keypress at a time). */
+  async type(keys: string): Promise<void> {
+    for (const key of keys.match(/\x1b\[[A-D]|[\s\S]/g) ?? []) {
+      this.proc.stdin.write(key);
+      this.proc.stdin.flush();
+      await Bun.sleep(15);
+    }
+  }
+
+  async exited(): Promise<number> {
+    const code = await this.proc.exited;
+    await this.#reading;
+    return code;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.proc.exitCode === null) this.proc.kill("SIGKILL");
+    await this.proc.exited;
+  }
+}
+

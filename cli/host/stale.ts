@@ -11,7 +11,7 @@
  * answer) is left alone.
  * @module
  */
-import { existsSync, lstatSync, readdirSync, rmSync, type Stats } from "node:fs";
+import { existsSync, lstatSync, readdirSync, rmSync, type BigIntStats } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { errorMessage } from "../io.ts";
 import { flatSetPrefix, ringSets, type RingSet } from "./rings.ts";
@@ -34,6 +34,12 @@ export interface StaleItem {
   readonly dev: number;
   /** Inode of the file when listed (with `dev`, the file's identity). */
   readonly ino: number;
+  /**
+   * Status-change time when listed, in nanoseconds (as text): with dev and
+   * ino it tells a re-created file apart even where the filesystem hands
+   * the freed inode number straight out again (ext4 does).
+   */
+  readonly ctimeNs: string;
   /** Owner uid when listed. */
   readonly uid: number;
   /** Rings: the server pid in the name (its set must still be stale at removal). */
@@ -57,6 +63,11 @@ export interface StaleOptions {
   socketDir?: string;
   /** Only this service's leftovers. */
   service?: string;
+  /**
+   * Consider only socket files named the way libqb names them. Default:
+   * true for the implicit /tmp, false for a `socketDir` the caller gave.
+   */
+  onlyLibqbNames?: boolean;
 }
 
 /** libqb's datagram sockets of one socket-transport connection in filesystem mode: `qb-<service>-<spid>-<cpid>-<fd>-<channel>`. */
@@ -81,7 +92,7 @@ export async function findStale(options: StaleOptions = {}): Promise<StaleItem[]
     if (!set.stale || (options.service !== undefined && set.service !== options.service)) continue;
     items.push(...ringItems(set));
   }
-  const explicit = options.socketDir !== undefined;
+  const explicit = !(options.onlyLibqbNames ?? options.socketDir === undefined);
   const socketDir = options.socketDir ?? (existsSync(FORCE_FILESYSTEM_SOCKETS) ? "/tmp" : undefined);
   if (socketDir !== undefined) {
     const known = new Set(sets.map((s) => s.service).filter((s): s is string => s !== undefined));
@@ -96,11 +107,11 @@ function ringItems(set: RingSet): StaleItem[] {
   const owner = { serverPid: set.serverPid, clientPid: set.clientPid };
   if (set.layout === "dir") {
     const st = lstatSafe(set.path);
-    return st ? [{ path: set.path, kind: "ring-dir", service: set.service, bytes: set.allocated, why, dev: st.dev, ino: st.ino, uid: st.uid, ...owner }] : [];
+    return st ? [{ path: set.path, kind: "ring-dir", service: set.service, bytes: set.allocated, why, ...identity(st), ...owner }] : [];
   }
   return set.files.flatMap((f) => {
     const st = lstatSafe(f.path);
-    return st ? [{ path: f.path, kind: "ring-file" as const, service: set.service, bytes: f.allocated, why, dev: st.dev, ino: st.ino, uid: st.uid, ...owner }] : [];
+    return st ? [{ path: f.path, kind: "ring-file" as const, service: set.service, bytes: f.allocated, why, ...identity(st), ...owner }] : [];
   });
 }
 
@@ -137,7 +148,7 @@ function deadSockets(dir: string, filter: { explicit: boolean; known: ReadonlySe
     const path = join(dir, name);
     const st = lstatSafe(path);
     if (!st?.isSocket() || bound.has(path)) continue;
-    items.push({ path, kind: "socket", service, bytes: 0, why: "no socket is bound to it (/proc/net/unix): its owner is gone", dev: st.dev, ino: st.ino, uid: st.uid });
+    items.push({ path, kind: "socket", service, bytes: 0, why: "no socket is bound to it (/proc/net/unix): its owner is gone", ...identity(st) });
   }
   return items;
 }
@@ -178,8 +189,9 @@ export function removeStale(items: readonly StaleItem[]): RemoveResult {
 export function recheck(item: StaleItem): string | undefined {
   const st = lstatSafe(item.path);
   if (!st) return "gone meanwhile";
-  if (st.dev !== item.dev || st.ino !== item.ino) return "replaced by another file since it was listed";
-  if (st.uid !== item.uid) return `its owner changed since it was listed (uid ${item.uid} -> ${st.uid})`;
+  const now = identity(st);
+  if (now.dev !== item.dev || now.ino !== item.ino || now.ctimeNs !== item.ctimeNs) return "replaced by another file (or changed) since it was listed";
+  if (now.uid !== item.uid) return `its owner changed since it was listed (uid ${item.uid} -> ${now.uid})`;
   const type = item.kind === "ring-dir" ? st.isDirectory() : item.kind === "ring-file" ? st.isFile() : st.isSocket();
   if (!type) return "no longer the kind of file it was listed as";
   if (item.kind === "socket") {
@@ -196,10 +208,16 @@ export function recheck(item: StaleItem): string | undefined {
   return undefined;
 }
 
-function lstatSafe(path: string): Stats | undefined {
+/** lstat with nanosecond times (as bigints); undefined when the path is gone. */
+function lstatSafe(path: string): BigIntStats | undefined {
   try {
-    return lstatSync(path);
+    return lstatSync(path, { bigint: true });
   } catch {
     return undefined;
   }
+}
+
+/** What identifies the file at a path, for the re-check. */
+function identity(st: BigIntStats): { dev: number; ino: number; ctimeNs: string; uid: number } {
+  return { dev: Number(st.dev), ino: Number(st.ino), ctimeNs: String(st.ctimeNs), uid: Number(st.uid) };
 }
