@@ -58,12 +58,16 @@ const SIZES: Array<{ size: number; label: string; rounds: number }> = [
   ...(withGib ? [{ size: 1 * GiB, label: "1 GiB", rounds: 8 }] : []),
 ];
 
-type Method = "blob" | "stream" | "qb";
-const METHODS: Method[] = (["blob", "stream", "qb"] as const).filter((m) => only === undefined || only.split(",").includes(m));
-if (METHODS.length === 0) {
-  console.error("--only takes a comma-separated list of blob, stream, qb");
+const ALL_METHODS = ["blob", "stream", "qb"] as const;
+type Method = (typeof ALL_METHODS)[number];
+const chosen = only?.split(",").filter(Boolean) ?? [...ALL_METHODS];
+const unknown = chosen.filter((m) => !(ALL_METHODS as readonly string[]).includes(m));
+if (unknown.length > 0 || chosen.length === 0) {
+  console.error(`--only takes a comma-separated list of ${ALL_METHODS.join(", ")}${unknown.length > 0 ? `; unknown: ${unknown.join(", ")}` : ""}`);
+  console.error("usage: bun scripts/bench-blob.ts [--no-gib] [--rounds N] [--only METHOD[,METHOD]]");
   process.exit(2);
 }
+const METHODS: Method[] = ALL_METHODS.filter((m) => chosen.includes(m));
 
 const fmtTime = (ns: number) => (ns < 1e6 ? `${(ns / 1e3).toFixed(1)} µs` : `${(ns / 1e6).toFixed(1)} ms`);
 const fmtRate = (bytes: number, ns: number) => `${(bytes / ns).toFixed(2)} GB/s`;
@@ -93,8 +97,8 @@ async function benchMain(): Promise<number> {
     async stream(_blob, payload) {
       const t = Bun.nanoseconds();
       new DataView(header.buffer).setBigUint64(0, BigInt(payload.length), true);
-      void stream.write(header);
-      await stream.write(payload);
+      // Both writes are queued in order at once; awaiting both surfaces a failure of either.
+      await Promise.all([stream.write(header), stream.write(payload)]);
       if ((await stream.readInto(ack)) !== 1) throw new Error("stream consumer went away");
       return Bun.nanoseconds() - t;
     },

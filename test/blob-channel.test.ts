@@ -4,29 +4,32 @@
  * the other process, crashes of either side, and hostile peers.
  */
 import { afterAll, describe, expect, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   BlobAllocator,
   BlobChannel,
   BlobChannelClosedError,
+  BlobDelivery,
+  BlobDeliveryAbandonedError,
   BlobDescriptorError,
   BlobProtocolError,
   BlobRefusedError,
   BlobStaleError,
   QbunArgumentError,
   type BlobBackend,
+  type BlobChannelOptions,
+  type ReadonlyBytes,
   type ShmBlob,
 } from "../src/blob/index.ts";
+import { MAX_UNSENT_ACKS } from "../src/blob/channel.ts";
 import { encodeFrame, FrameType, HEADER_SIZE } from "../src/blob/wire.ts";
 import { SharedMemory } from "../src/shm/index.ts";
 import { UnixListener, UnixSeqpacket } from "../src/unix/index.ts";
-import { caught, settledFdCount, shmListing, uniqueName } from "./helpers/env.ts";
+import { BACKENDS, blobShmNames, until } from "./helpers/blob.ts";
+import { caught, isPendingAfter, settledFdCount, uniqueName } from "./helpers/env.ts";
 import { Peer } from "./helpers/peers.ts";
 
-/** The blob backends' names in /dev/shm ("qbun-blob-*"); other test runs on the machine add their own files. */
-const blobShmNames = () => shmListing().filter((name) => name.startsWith("qbun-blob-"));
-
-const BACKENDS: BlobBackend[] = ["memfd", "posix", "tempfile"];
 const PEERS = join(import.meta.dir, "peers");
 const sha256 = (bytes: Uint8Array) => new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
 
@@ -43,12 +46,16 @@ function makeBlob(size: number, backend: BlobBackend = "memfd"): { blob: ShmBlob
 }
 
 /** Listen on a fresh abstract seqpacket name, start `cmd` with it, accept its connection as a channel. */
-async function withPeer(cmd: (address: string) => string[], name: string): Promise<{ peer: Peer; channel: BlobChannel; listener: UnixListener<"seqpacket"> }> {
+async function withPeer(
+  cmd: (address: string) => string[],
+  name: string,
+  options: BlobChannelOptions = {},
+): Promise<{ peer: Peer; channel: BlobChannel; listener: UnixListener<"seqpacket"> }> {
   const abstract = uniqueName(name);
   const listener = UnixListener.listen(`\0${abstract}`, { type: "seqpacket" });
   const accepted = listener.accept({ signal: AbortSignal.timeout(15_000) });
   const peer = await Peer.spawn(cmd(`@${abstract}`), name);
-  const channel = new BlobChannel(await accepted);
+  const channel = new BlobChannel(await accepted, options);
   return { peer, channel, listener };
 }
 
@@ -114,7 +121,7 @@ describe("BlobChannel in one process", () => {
   });
 
   test("the blob may be cleaned up right after sending: the consumer still gets it", async () => {
-    const [a, b] = BlobChannel.pair();
+    const [a, b] = BlobChannel.pair({ requireSealed: false });
     const { blob, sha } = makeBlob(8192, "posix");
     const delivery = await a.send(blob);
     blob.cleanup();
@@ -148,8 +155,7 @@ describe("BlobChannel in one process", () => {
     for (const blob of blobs) await a.send(blob, { cleanupWhenReleased: true });
     a.close();
     using r1 = (await first)!;
-    await Bun.sleep(20); // let the end of stream arrive behind the second offer
-    expect(b.closed).toBe(true);
+    await until(() => b.closed, "the end of stream behind the second offer");
     using r2 = (await b.receive())!;
     expect([r1.id, r2.id]).toEqual(blobs.map((x) => x.id));
     expect(r2.view.length).toBe(8192);
@@ -174,6 +180,92 @@ describe("BlobChannel in one process", () => {
     a.close();
     d.close();
     blob.cleanup();
+  });
+
+  test("by default a channel takes only sealed (memfd) blobs; the refusal says how to accept others", async () => {
+    const [a, b] = BlobChannel.pair();
+    for (const backend of ["posix", "tempfile"] as const) {
+      const delivery = await a.send(makeBlob(4096, backend).blob, { cleanupWhenReleased: true });
+      expect(await caught(b.receive())).toMatchObject({ problem: "not-sealed", message: expect.stringContaining("requireSealed: false") });
+      expect(await caught(delivery.mapped)).toMatchObject({ code: "ERR_QBUN_BLOB_REFUSED", message: expect.stringContaining("memfd backend") });
+      expect(await delivery.released).toBe("refused");
+    }
+    const delivery = await a.send(makeBlob(4096).blob, { cleanupWhenReleased: true });
+    using reader = (await b.receive())!;
+    expect([reader.sealed, reader.immutable]).toEqual([true, true]);
+    reader.close();
+    expect(await delivery.released).toBe("released");
+    a.close();
+    b.close();
+  });
+
+  test("a dropped reader whose view is still read is not released until the view is dropped too", async () => {
+    const [a, b] = BlobChannel.pair();
+    const { blob, sha } = makeBlob(64 * 1024);
+    const delivery = await a.send(blob, { cleanupWhenReleased: true });
+    const holder: { view?: ReadonlyBytes } = {};
+    await (async () => {
+      holder.view = (await b.receive())!.view; // the reader itself is dropped here
+    })();
+    await delivery.mapped;
+    let outcome: string | undefined;
+    void delivery.released.then((o) => (outcome = o));
+    for (let i = 0; i < 10; i++) {
+      Bun.gc(true);
+      await Bun.sleep(10);
+    }
+    expect(outcome).toBeUndefined(); // the producer has not been told to let go
+    expect(blob.held).toBe(true);
+    expect(sha256(holder.view!.slice())).toBe(sha); // and the bytes are still mapped
+    delete holder.view;
+    for (let i = 0; i < 100 && outcome === undefined; i++) {
+      Bun.gc(true);
+      await Bun.sleep(10);
+    }
+    expect(outcome).toBe("released");
+    a.close();
+    b.close();
+  });
+
+  test("an offer whose metadata exceeds this side's limit is refused alone (metadata-too-large); the channel carries on", async () => {
+    const before = await settledFdCount();
+    const [s1, s2] = UnixSeqpacket.pair();
+    const producer = new BlobChannel(s1, { maxMetadataBytes: 4000 });
+    const consumer = new BlobChannel(s2, { maxMetadataBytes: 100 });
+    const receiving = consumer.receive();
+    // {"x":"…"} is n + 8 bytes: 93 is one byte over the consumer's limit (a whole frame), 2000 is cut by the socket.
+    for (const n of [93, 2000]) {
+      const delivery = await producer.send(makeBlob(4096).blob, { metadata: { x: "y".repeat(n) }, cleanupWhenReleased: true });
+      const refused = await caught(delivery.mapped);
+      expect(refused).toBeInstanceOf(BlobRefusedError);
+      expect(refused).toMatchObject({ problem: "metadata-too-large", message: expect.stringContaining("maxMetadataBytes") });
+      expect(await delivery.released).toBe("refused");
+    }
+    const { blob } = makeBlob(4096);
+    const delivery = await producer.send(blob, { metadata: { x: "y".repeat(92) }, cleanupWhenReleased: true });
+    using reader = (await receiving)!;
+    expect(reader.id).toBe(blob.id);
+    expect(reader.metadata.x).toHaveLength(92);
+    reader.close();
+    expect(await delivery.released).toBe("released");
+    expect([producer.closed, consumer.closed]).toEqual([false, false]);
+    producer.close();
+    consumer.close();
+    expect(await settledFdCount(before)).toBe(before);
+  });
+
+  test("deliveries are made by send() only, and their state cannot be set from outside", async () => {
+    const [a, b] = BlobChannel.pair();
+    const delivery = await a.send(makeBlob(10).blob, { cleanupWhenReleased: true });
+    expect("setState" in delivery).toBe(false);
+    const Ctor = BlobDelivery as unknown as new (...args: unknown[]) => unknown;
+    expect(() => new Ctor(Symbol("forged"), "00", 1, Promise.resolve(), Promise.resolve("released"), () => {})).toThrow(TypeError);
+    expect(await caught(a.send(makeBlob(10).blob, { timeoutMs: 0 }))).toBeInstanceOf(QbunArgumentError);
+    expect(await caught(a.send(makeBlob(10).blob, { timeout: 5 } as never))).toMatchObject({ message: expect.stringContaining("timeout") });
+    (await b.receive())!.close();
+    expect(await delivery.released).toBe("released");
+    a.close();
+    b.close();
   });
 
   test("an aborted receive leaves the channel usable", async () => {
@@ -239,6 +331,149 @@ describe.each(BACKENDS)("%s blob to another process", (backend) => {
   });
 });
 
+describe("giving up on a delivery", () => {
+  test("timeoutMs: mapped and released reject with BlobDeliveryAbandonedError; late acknowledgements are ignored", async () => {
+    const [a, raw] = UnixSeqpacket.pair();
+    const channel = new BlobChannel(a);
+    const { blob } = makeBlob(4096);
+    const delivery = await channel.send(blob, { timeoutMs: 50, cleanupWhenReleased: true });
+    using offer = (await raw.receive())!; // the consumer got it, and says nothing
+    const error = await caught(delivery.released);
+    expect(error).toBeInstanceOf(BlobDeliveryAbandonedError);
+    expect(error).toMatchObject({ code: "ERR_QBUN_BLOB_ABANDONED", timedOut: true, id: blob.id, message: expect.stringContaining("timeoutMs") });
+    expect(await caught(delivery.mapped)).toBe(error);
+    expect(delivery.state).toBe("abandoned");
+    expect(channel.pending).toBe(0);
+    await until(() => !blob.held, "the abandoned blob to be cleaned up");
+    // The consumer speaks up late: no protocol error, nothing happens.
+    await raw.send(encodeFrame(FrameType.Mapped, blob.id));
+    await raw.send(encodeFrame(FrameType.Released, blob.id));
+    const next = makeBlob(10).blob;
+    const second = await channel.send(next, { cleanupWhenReleased: true });
+    using offer2 = (await raw.receive())!;
+    expect(offer2.fds.length).toBe(1);
+    await raw.send(encodeFrame(FrameType.Mapped, next.id));
+    await raw.send(encodeFrame(FrameType.Released, next.id));
+    expect(await second.released).toBe("released");
+    expect(channel.closed).toBe(false);
+    // Once its release came, the abandoned id is forgotten: another ack for it is a protocol error again.
+    await raw.send(encodeFrame(FrameType.Released, blob.id));
+    expect(await caught(channel.receive())).toBeInstanceOf(BlobProtocolError);
+    raw.close();
+  });
+
+  test("abandon(): stops waiting at once (mapped stays resolved); a delivery that already ended is not affected", async () => {
+    const [a, b] = BlobChannel.pair();
+    const held = await a.send(makeBlob(10).blob, { cleanupWhenReleased: true });
+    const reader = (await b.receive())!;
+    await held.mapped;
+    held.abandon();
+    expect(await caught(held.released)).toMatchObject({ code: "ERR_QBUN_BLOB_ABANDONED", timedOut: false });
+    expect(await held.mapped).toBeUndefined();
+    reader.close(); // its RELEASED arrives late and is ignored
+    const done = await a.send(makeBlob(10).blob, { timeoutMs: 60_000 });
+    (await b.receive())!.close();
+    expect(await done.released).toBe("released");
+    done.abandon();
+    expect(done.state).toBe("released");
+    expect([a.closed, b.closed]).toEqual([false, false]);
+    a.close();
+    b.close();
+  });
+
+  test("a producer whose consumer never acknowledges exits once timeoutMs passes (and stays without it)", async () => {
+    const spawn = (timeout: string) => Bun.spawn(["bun", join(PEERS, "blob_child.ts"), "abandon", timeout], { stdout: "pipe", stderr: "pipe" });
+    const timed = spawn("300");
+    const stuck = spawn("none");
+    const watchdog = setTimeout(() => timed.kill("SIGKILL"), 20_000);
+    try {
+      expect(await timed.exited).toBe(0);
+      expect(timed.signalCode).toBeNull(); // it exited by itself
+      expect(await new Response(timed.stdout).text()).toBe("READY\nABANDONED ERR_QBUN_BLOB_ABANDONED\n");
+      // Without a timeout the pending delivery keeps the producer alive.
+      expect(await isPendingAfter(stuck.exited, 1500)).toBe(true);
+    } finally {
+      clearTimeout(watchdog);
+      stuck.kill("SIGKILL");
+      timed.kill("SIGKILL");
+      await stuck.exited;
+    }
+  });
+});
+
+describe("what a consumer can do to a blob it received (a Python peer)", () => {
+  const isRoot = process.getuid!() === 0;
+  const NOBODY = 65534;
+  // As root the peer runs as nobody via setpriv, with a Python that user may execute (a per-user pyenv shim is not).
+  const systemPython = ["/usr/bin/python3", "/usr/local/bin/python3"].find((path) => existsSync(path));
+  const canDropPrivileges = isRoot && systemPython !== undefined && Bun.which("setpriv") !== null;
+  const source = readFileSync(join(PEERS, "blob_attack.py"), "utf8");
+  const attacker = (uid: number | undefined) => (address: string) =>
+    uid === undefined
+      ? ["python3", "-u", "-c", source, address]
+      : ["setpriv", `--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", systemPython!, "-u", "-c", source, address];
+
+  async function attack(blob: ShmBlob, uid: number | undefined, name: string) {
+    const { peer, channel, listener } = await withPeer(attacker(uid), name);
+    try {
+      const delivery = await channel.send(blob);
+      const outcome = JSON.parse((await peer.line())!);
+      expect(await delivery.released).toBe("released");
+      return outcome;
+    } finally {
+      channel.close();
+      listener.close();
+      await peer.kill();
+    }
+  }
+
+  // Running as the blob's owner (as root: the file is given to nobody, and the peer runs as nobody).
+  test.skipIf(isRoot && !canDropPrivileges).each(BACKENDS)("%s: the owner's user can chmod and reopen it; only a sealed memfd still cannot be changed", async (backend) => {
+    const { blob, sha } = makeBlob(3 * 4096, backend);
+    using reader = blob.openReader(); // the producer's own view, made before the attack
+    expect(reader.view.length).toBe(3 * 4096);
+    if (isRoot) {
+      using file = SharedMemory.fromFd(blob.fd);
+      file.chown(NOBODY, NOBODY);
+    }
+    const r = await attack(blob, isRoot ? NOBODY : undefined, `attack-owner-${backend}`);
+    expect(r.uid).toBe(isRoot ? NOBODY : process.getuid!());
+    // Through the fd it was sent: read-only, whatever the backend.
+    expect([r.mapWrite, r.write]).toEqual(["EACCES", "EBADF"]);
+    // As the owner it may give itself write permission back and reopen the file read-write...
+    expect([r.chmod, r.reopen]).toEqual(["ok", "ok"]);
+    if (backend === "memfd") {
+      // ...but the seals bind every fd: no writable mapping, no write, no shrink.
+      expect([r.reopenMapWrite, r.reopenWrite, r.reopenShrink]).toEqual(["EPERM", "EPERM", "EPERM"]);
+      expect(reader.immutable).toBe(true);
+      expect(sha256(reader.view.slice())).toBe(sha);
+      expect(reader.faulted).toBe(false);
+    } else {
+      // ...and nothing else stops it (the documented limit of unsealed backends): reader.immutable says so.
+      expect([r.reopenMapWrite, r.reopenWrite, r.reopenShrink]).toEqual(["ok", "ok", "ok"]);
+      expect(reader.immutable).toBe(false);
+      expect(reader.view.at(0)).toBe("X".charCodeAt(0));
+      // Shrunk to one page under the reader: zeros past the new end from the SIGBUS guard, and this process lives on.
+      expect(reader.view.at(2 * 4096 + 5)).toBe(0);
+      expect(reader.faulted).toBe(true);
+    }
+    blob.cleanup();
+  });
+
+  describe.skipIf(!canDropPrivileges)("as another user (nobody)", () => {
+    test.each(BACKENDS)("%s: it can neither write, map writable, chmod nor reopen it", async (backend) => {
+      const { blob, sha } = makeBlob(3 * 4096, backend);
+      const r = await attack(blob, NOBODY, `attack-other-${backend}`);
+      expect(r.uid).toBe(NOBODY);
+      expect([r.mapWrite, r.write, r.chmod, r.reopen]).toEqual(["EACCES", "EBADF", "EPERM", "EACCES"]);
+      expect(r.reopenWrite).toBeUndefined();
+      using reader = blob.openReader();
+      expect(sha256(reader.view.slice())).toBe(sha);
+      blob.cleanup();
+    });
+  });
+});
+
 describe("crashes leak nothing", () => {
   test.each(["python", "bun"] as const)("a %s consumer killed while holding blobs: the producer learns peer-gone and frees them", async (kind) => {
     const shmBefore = blobShmNames();
@@ -265,7 +500,7 @@ describe("crashes leak nothing", () => {
   test.each(BACKENDS)("a producer (%s) killed after sending: the consumer keeps its mapping, then nothing is left", async (backend) => {
     const shmBefore = blobShmNames();
     const fdsBefore = await settledFdCount();
-    const { peer, channel, listener } = await withPeer(bunChild("produce", backend, String(2 << 20)), `producer-${backend}`);
+    const { peer, channel, listener } = await withPeer(bunChild("produce", backend, String(2 << 20)), `producer-${backend}`, { requireSealed: false });
     const reader = (await channel.receive({ signal: AbortSignal.timeout(15_000) }))!;
     const sent = JSON.parse((await peer.line())!);
     expect(reader.id).toBe(sent.id);
@@ -284,9 +519,9 @@ describe("crashes leak nothing", () => {
 
 describe("hostile peers", () => {
   /** A BlobChannel whose peer is a raw seqpacket socket the test writes frames on. */
-  function rawPeer(): { channel: BlobChannel; raw: UnixSeqpacket } {
+  function rawPeer(options: BlobChannelOptions = {}): { channel: BlobChannel; raw: UnixSeqpacket } {
     const [a, raw] = UnixSeqpacket.pair();
-    return { channel: new BlobChannel(a), raw };
+    return { channel: new BlobChannel(a, { requireSealed: false, ...options }), raw };
   }
 
   const refusalOf = async (raw: UnixSeqpacket) => {
@@ -349,7 +584,7 @@ describe("hostile peers", () => {
   test("offers beyond the queue limit and duplicate ids are refused (busy, duplicate) with their fds closed", async () => {
     const before = await settledFdCount();
     const [a, raw] = UnixSeqpacket.pair();
-    const channel = new BlobChannel(a, { maxQueuedOffers: 2 });
+    const channel = new BlobChannel(a, { maxQueuedOffers: 2, requireSealed: false });
     using mem = SharedMemory.memfd({ size: 4096 });
     const ids = ["01", "02", "03", "04"].map((b) => b.repeat(16));
     const first = channel.receive(); // starts reading
@@ -403,6 +638,32 @@ describe("hostile peers", () => {
     expect(await delivery.released).toBe("released");
     a.close();
     b.close();
+    raw.close();
+    mem.close();
+    expect(await settledFdCount(before)).toBe(before);
+  });
+
+  test("a peer that floods offers and never reads its acknowledgements is disconnected, not queued for without bound", async () => {
+    const before = await settledFdCount();
+    const { channel, raw } = rawPeer({ maxQueuedOffers: 1 });
+    using mem = SharedMemory.memfd({ size: 4096 });
+    const receiving = channel.receive(); // starts reading: the first offer is taken, every later one refused as busy
+    let sent = 0;
+    for (; sent < MAX_UNSENT_ACKS * 8 && !channel.closed; sent++) {
+      const id = sent.toString(16).padStart(32, "0");
+      try {
+        await raw.send(encodeFrame(FrameType.Offer, id, { size: 4096, backend: "memfd" }), { fds: [mem.fd], signal: AbortSignal.timeout(10_000) });
+      } catch {
+        break; // disconnected under our feet
+      }
+    }
+    await until(() => channel.closed, "the flooding peer to be disconnected");
+    expect(sent).toBeGreaterThan(MAX_UNSENT_ACKS);
+    (await receiving)?.close();
+    expect(await caught(channel.receive())).toMatchObject({
+      code: "ERR_QBUN_BLOB_PROTOCOL",
+      message: expect.stringContaining("does not read its acknowledgements"),
+    });
     raw.close();
     mem.close();
     expect(await settledFdCount(before)).toBe(before);

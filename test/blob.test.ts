@@ -3,7 +3,7 @@
  * accounting), publishing and seals, and the read-only reader.
  */
 import { describe, expect, test } from "bun:test";
-import { fstatSync, readdirSync, readFileSync } from "node:fs";
+import { fstatSync, readdirSync } from "node:fs";
 import os from "node:os";
 import {
   BlobAllocator,
@@ -15,18 +15,17 @@ import {
   BlobTokenError,
   ClosedError,
   QbunArgumentError,
+  ShmBlob,
+  ShmBlobWriter,
   backendAvailable,
   type BlobBackend,
 } from "../src/blob/index.ts";
 import { resolveBackend } from "../src/blob/backend.ts";
 import { OwnedFd, SharedMemory } from "../src/shm/index.ts";
 import { UnixStream } from "../src/unix/index.ts";
-import { caught, settledFdCount, shmListing } from "./helpers/env.ts";
+import { BACKENDS, blobMappingCount, blobShmNames } from "./helpers/blob.ts";
+import { caught, settledFdCount } from "./helpers/env.ts";
 
-/** The blob backends' names in /dev/shm ("qbun-blob-*"); other test runs on the machine add their own files. */
-const blobShmNames = () => shmListing().filter((name) => name.startsWith("qbun-blob-"));
-
-const BACKENDS: BlobBackend[] = ["memfd", "posix", "tempfile"];
 /** Temp files the tempfile backend could leave if it ever failed to unlink (mkostemp names "qbun-XXXXXX"). */
 const tmpListing = () => readdirSync(os.tmpdir()).filter((n) => /^qbun-[A-Za-z0-9]{6}$/.test(n)).sort();
 
@@ -77,13 +76,35 @@ describe("BlobAllocator", () => {
     expect(() => new BlobAllocator({ tempDir: "relative" })).toThrow(/absolute/);
   });
 
-  test("a quota on held bytes is enforced and freed by cleanup", () => {
+  test("a quota on held bytes is enforced and freed by cleanup", async () => {
     using allocator = new BlobAllocator({ maxTotalBytes: 10_000 });
     const a = allocator.create(6000);
-    expect(caught(() => allocator.create(6000))).resolves.toBeInstanceOf(BlobQuotaError);
+    const over = await caught(() => allocator.create(6000));
+    expect(over).toBeInstanceOf(BlobQuotaError);
+    expect(over).toMatchObject({ code: "ERR_QBUN_BLOB_QUOTA", message: expect.stringContaining("raise maxTotalBytes") });
     a.cleanup();
     using b = allocator.create(6000);
     expect(b.size).toBe(6000);
+  });
+
+  test("a closed allocator refuses to create with ClosedError", () => {
+    const allocator = new BlobAllocator();
+    allocator.close();
+    expect(() => allocator.create(10)).toThrow(ClosedError);
+    expect(allocator.closed).toBe(true);
+  });
+
+  test("writers and blobs are made by the allocator only", () => {
+    using allocator = new BlobAllocator();
+    using w = allocator.create(10);
+    const fake = { id: "0".repeat(32), token: "x", size: 10, backend: "memfd", state: "writable" };
+    const Writer = ShmBlobWriter as unknown as new (...args: unknown[]) => unknown;
+    const Blob = ShmBlob as unknown as new (...args: unknown[]) => unknown;
+    expect(() => new Writer(fake, {})).toThrow(TypeError);
+    expect(() => new Writer(Symbol("qbun.blob.construct"), fake, {})).toThrow(/BlobAllocator.create/);
+    expect(() => new Blob(fake, {})).toThrow(/publish\(\)/);
+    expect(w).toBeInstanceOf(ShmBlobWriter);
+    expect(w.publish()).toBeInstanceOf(ShmBlob);
   });
 
   test("reports what it holds: count, bytes, per backend, the oldest lease", async () => {
@@ -120,6 +141,14 @@ describe.each(BACKENDS)("%s backend", (backend) => {
     expect([r.view.at(0), r.view.at(1), r.view.at(10), r.view.at(4093), r.view.at(4095)]).toEqual([1, 2, 42, 1, 3]);
   });
 
+  test("create reserves the memory (fallocate), so a blob that does not fit fails there, not at first write", () => {
+    using allocator = new BlobAllocator({ backend });
+    const size = 1 << 20;
+    const blob = allocator.create(size).publish(); // never written: a sparse file would hold no blocks
+    expect(fstatSync(blob.fd).blocks * 512).toBeGreaterThanOrEqual(size);
+    blob.cleanup();
+  });
+
   test("publishing leaves only a read-only fd: no writable mapping, write(2) or resize through it", () => {
     using allocator = new BlobAllocator({ backend });
     const w = allocator.create(8192);
@@ -138,14 +167,16 @@ describe.each(BACKENDS)("%s backend", (backend) => {
     blob.cleanup();
   });
 
-  test("a published blob's file mode is 0400, so nobody but root can reopen it writable through /proc", () => {
+  test("a published blob's file mode is 0400: reopening it writable takes a chmod by its owner (or root)", () => {
     using allocator = new BlobAllocator({ backend });
     const blob = allocator.create(4096).publish();
     expect(fstatSync(blob.fd).mode & 0o777).toBe(0o400);
-    // root bypasses file modes (CAP_DAC_OVERRIDE); any other user gets EACCES.
+    // root bypasses file modes (CAP_DAC_OVERRIDE); any other user, the owner included, gets EACCES until it chmods.
     if (process.getuid!() !== 0) {
       expect(() => SharedMemory.openFile({ path: `/proc/self/fd/${blob.fd}` })).toThrow(expect.objectContaining({ code: "EACCES" }));
     }
+    // Whether the owner can then change it is per backend: see "immutability" below and blob-channel.test.ts.
+    expect(blob.sealed).toBe(backend === "memfd");
     blob.cleanup();
   });
 
@@ -163,6 +194,10 @@ describe.each(BACKENDS)("%s backend", (backend) => {
     }).toThrow(TypeError);
     expect("set" in r.view).toBe(false);
     expect(r.view.text(0, 9)).toBe("immutable");
+    const target = new Uint8Array(16);
+    expect(r.copyTo(target, 95)).toBe(5);
+    expect(r.copyTo(target, 100)).toBe(0);
+    for (const bad of [-1, 101, 1.5, Number.NaN]) expect(() => r.copyTo(target, bad)).toThrow(QbunArgumentError);
     r.close();
     expect(r.closed).toBe(true);
     expect(() => r.view).toThrow(ClosedError);
@@ -202,35 +237,50 @@ describe("memfd seals", () => {
     blob.cleanup();
   });
 
-  test("an unsealed blob shrunk under a reader reads zeros past the new end instead of killing the process", () => {
-    using allocator = new BlobAllocator({ backend: "posix" });
+});
+
+describe("immutability (per backend)", () => {
+  test("a sealed memfd blob stays as it was even for its owner: chmod back, reopen read-write, then no write, map or resize", () => {
+    using allocator = new BlobAllocator();
     const w = allocator.create(3 * 4096);
     w.bytes.fill(9);
     const blob = w.publish();
     using r = blob.openReader();
-    if (process.getuid!() === 0) {
-      // Only root can get a writable fd back (mode 0400): play the hostile producer.
-      using rw = SharedMemory.openFile({ path: `/proc/self/fd/${blob.fd}` });
-      rw.resize(4096);
-      expect(r.view.at(0)).toBe(9);
-      expect(r.view.at(2 * 4096 + 5)).toBe(0); // would be SIGBUS without the guard
-      expect(r.faulted).toBe(true);
-    } else {
-      expect(() => SharedMemory.openFile({ path: `/proc/self/fd/${blob.fd}` })).toThrow(expect.objectContaining({ code: "EACCES" }));
-      expect(r.faulted).toBe(false);
-    }
-    blob.cleanup();
-  });
-
-  test("posix and tempfile blobs are not sealed, and readers map them with the SIGBUS guard", () => {
-    using allocator = new BlobAllocator({ backend: "posix" });
-    const blob = allocator.create(4096).publish();
-    expect(blob.sealed).toBe(false);
-    using r = blob.openReader();
-    expect(r.sealed).toBe(false);
+    expect([r.sealed, r.immutable]).toEqual([true, true]);
+    using file = SharedMemory.fromFd(blob.fd);
+    file.chmod(0o600); // the owner may do this
+    using rw = SharedMemory.openFile({ path: `/proc/self/fd/${blob.fd}` });
+    expect(rw.readOnly).toBe(false);
+    expect(() => rw.map({ access: "read-write" })).toThrow(expect.objectContaining({ code: "EPERM", syscall: "mmap" }));
+    expect(() => rw.resize(4096)).toThrow(expect.objectContaining({ code: "EPERM", syscall: "ftruncate" }));
+    expect(r.view.at(3 * 4096 - 1)).toBe(9);
     expect(r.faulted).toBe(false);
     blob.cleanup();
   });
+
+  test.each(["posix", "tempfile"] as const)(
+    "a %s blob is not immutable for its owner: shrunk under a guarded reader, reads past the new end give zeros and the process lives",
+    (backend) => {
+      using allocator = new BlobAllocator({ backend });
+      const w = allocator.create(3 * 4096);
+      w.bytes.fill(9);
+      const blob = w.publish();
+      using r = blob.openReader();
+      expect([r.sealed, r.immutable]).toEqual([false, false]);
+      expect(r.view.at(2 * 4096 + 5)).toBe(9);
+      // Play the producer's user: chmod the file back, reopen it read-write through /proc, shrink it.
+      using file = SharedMemory.fromFd(blob.fd);
+      file.chmod(0o600);
+      using rw = SharedMemory.openFile({ path: `/proc/self/fd/${blob.fd}` });
+      rw.resize(4096);
+      expect(r.view.at(0)).toBe(9);
+      expect(r.faulted).toBe(false); // nothing past the end was touched yet
+      expect(r.view.at(2 * 4096 + 5)).toBe(0); // SIGBUS without the guard
+      expect(r.faulted).toBe(true);
+      expect(r.view.slice(4096 - 2, 4096 + 2)).toEqual(new Uint8Array([9, 9, 0, 0]));
+      blob.cleanup();
+    },
+  );
 });
 
 describe("tokens", () => {
@@ -283,6 +333,22 @@ describe("leases", () => {
     expect(long.bytes.length).toBe(4096);
   });
 
+  test("leases run on a monotonic clock: a wall-clock jump neither expires nor keeps a blob", () => {
+    using allocator = new BlobAllocator();
+    const w = allocator.create(10, { leaseMs: 60_000 });
+    const realNow = Date.now;
+    try {
+      Date.now = () => realNow() + 3_600_000; // the wall clock jumps an hour ahead
+      expect(allocator.reclaimExpired()).toBe(0);
+      expect(w.bytes.length).toBe(10);
+      Date.now = () => realNow() - 3_600_000; // and back behind
+      expect(allocator.stats().oldest!.ageMs).toBeGreaterThanOrEqual(0);
+    } finally {
+      Date.now = realNow;
+    }
+    expect(allocator.reclaimExpired(Date.now() + 61_000)).toBe(1); // an explicit wall-clock time still works
+  });
+
   test("renew pushes the expiry out", async () => {
     using allocator = new BlobAllocator();
     const w = allocator.create(10, { leaseMs: 30 });
@@ -328,7 +394,7 @@ test("README example", async () => {
 });
 
 describe("BlobReader mappings", () => {
-  const blobMappings = () => readFileSync("/proc/self/maps", "utf8").split("\n").filter((l) => l.includes("/memfd:qbun-blob")).length;
+  const blobMappings = blobMappingCount;
 
   test("a reader maps at open and unmaps at close, viewed or not; a dropped one is unmapped when collected", async () => {
     using allocator = new BlobAllocator();

@@ -5,12 +5,13 @@
  */
 import { tmpdir } from "node:os";
 import * as v from "valibot";
-import { QbunArgumentError } from "../../ffi/errors.ts";
+import { ClosedError, QbunArgumentError } from "../../ffi/errors.ts";
 import { DeferredMapping } from "../shm/mapping.ts";
-import { createMemory, resolveBackend, type BlobBackend, type BlobBackendChoice } from "./backend.ts";
+import { BACKEND_ORDER, createMemory, resolveBackend, type BlobBackend, type BlobBackendChoice } from "./backend.ts";
 import { BlobQuotaError, BlobStaleError, BlobTokenError } from "./errors.ts";
 import { randomHex, TokenMinter, ID_BYTES } from "./ids.ts";
-import { ShmBlobWriter, type BlobHolding, type BlobHost } from "./shm-blob.ts";
+import { parsed } from "./options.ts";
+import { CONSTRUCT, ShmBlobWriter, type BlobHolding, type BlobHost } from "./shm-blob.ts";
 
 /** Options for a {@link BlobAllocator}. */
 export interface BlobAllocatorOptions {
@@ -55,7 +56,7 @@ const LeaseSchema = v.union([
   v.literal(Number.POSITIVE_INFINITY),
 ]);
 const byteCount = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(Number.MAX_SAFE_INTEGER));
-const backendChoice = v.picklist(["auto", "memfd", "posix", "tempfile"]);
+const backendChoice = v.picklist(["auto", ...BACKEND_ORDER]);
 
 const AllocatorOptionsSchema = v.strictObject({
   backend: v.optional(backendChoice),
@@ -67,17 +68,13 @@ const AllocatorOptionsSchema = v.strictObject({
 });
 const CreateOptionsSchema = v.strictObject({ leaseMs: v.optional(LeaseSchema), backend: v.optional(backendChoice) });
 
-/** Parse `input` with `schema`, or throw a QbunArgumentError naming the bad key. */
-function parsed<S extends v.GenericSchema>(schema: S, input: unknown, what: string): v.InferOutput<S> {
-  const result = v.safeParse(schema, input);
-  if (result.success) return result.output;
-  const issue = result.issues[0];
-  const key = issue.path?.map((p) => String(p.key)).join(".");
-  throw new QbunArgumentError(`${what}${key ? `.${key}` : ""}: ${issue.message}`);
-}
-
 /** setTimeout cannot wait longer than this (about 24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** The monotonic clock leases run on: a wall-clock step (NTP, a suspend) neither expires nor extends them. */
+const monotonic = () => performance.now();
+/** Wall-clock time (ms since the epoch) of a monotonic instant, for reports. */
+const wallClockOf = (mono: number) => (Number.isFinite(mono) ? Date.now() + (mono - monotonic()) : mono);
 
 /**
  * Allocates shared-memory blobs and keeps track of them until each is
@@ -139,11 +136,15 @@ export class BlobAllocator implements Disposable {
    * A new zero-filled blob of `size` bytes, writable by this process only,
    * with an unguessable id and a lifecycle token.
    *
+   * The memory is reserved at once (fallocate), so a blob that does not
+   * fit fails here with ENOSPC rather than at its first write.
+   *
    * @throws QbunArgumentError for a size outside 1..maxBlobSize or bad options;
-   *   BlobQuotaError past maxTotalBytes; QbunSystemError when the backend fails (ENOSPC, EMFILE…)
+   *   BlobQuotaError past maxTotalBytes; ClosedError once the allocator was closed;
+   *   QbunSystemError when the backend fails (ENOSPC, ENOMEM, EMFILE…)
    */
   create(size: number, options: CreateBlobOptions = {}): ShmBlobWriter {
-    if (this.#closed) throw new QbunArgumentError("this BlobAllocator was closed");
+    if (this.#closed) throw new ClosedError("BlobAllocator (closed: create a new one)");
     const o = parsed(CreateOptionsSchema, options, "CreateBlobOptions");
     if (!Number.isSafeInteger(size) || size < 1 || size > this.#options.maxBlobSize) {
       throw new QbunArgumentError(`blob size must be an integer from 1 to ${this.#options.maxBlobSize} bytes, got ${size}`);
@@ -162,13 +163,17 @@ export class BlobAllocator implements Disposable {
     }
     const id = randomHex(ID_BYTES);
     const now = Date.now();
+    const mono = monotonic();
+    const leaseMs = o.leaseMs ?? this.#options.defaultLeaseMs;
     const holding: BlobHolding = {
       id,
       token: this.#tokens.mint(id),
       size,
       backend,
       createdAt: now,
-      expiresAt: now + (o.leaseMs ?? this.#options.defaultLeaseMs),
+      createdMono: mono,
+      expiresAt: now + leaseMs,
+      deadline: mono + leaseMs,
       state: "writable",
       memory,
       mapping,
@@ -176,8 +181,8 @@ export class BlobAllocator implements Disposable {
     };
     this.#holdings.set(id, holding);
     this.#bytes += size;
-    this.#schedule(holding.expiresAt);
-    return new ShmBlobWriter(holding, this.#host);
+    this.#schedule(holding.deadline);
+    return new ShmBlobWriter(CONSTRUCT, holding, this.#host);
   }
 
   /**
@@ -195,7 +200,8 @@ export class BlobAllocator implements Disposable {
   }
 
   /**
-   * Extend a blob's lease to `leaseMs` from now; returns the new expiry.
+   * Extend a blob's lease to `leaseMs` from now; returns the new expiry
+   * (ms since the epoch).
    *
    * @throws BlobTokenError for a forged token; BlobStaleError when the blob is no longer held
    */
@@ -204,8 +210,9 @@ export class BlobAllocator implements Disposable {
     const ms = parsed(LeaseSchema, leaseMs, "leaseMs");
     const holding = this.#holdings.get(id);
     if (!holding) throw new BlobStaleError(id, "unknown");
+    holding.deadline = monotonic() + ms;
     holding.expiresAt = Date.now() + ms;
-    this.#schedule(holding.expiresAt);
+    this.#schedule(holding.deadline);
     return holding.expiresAt;
   }
 
@@ -216,25 +223,29 @@ export class BlobAllocator implements Disposable {
     for (const h of this.#holdings.values()) {
       byBackend[h.backend].count++;
       byBackend[h.backend].bytes += h.size;
-      if (Number.isFinite(h.expiresAt) && (next === undefined || h.expiresAt < next)) next = h.expiresAt;
+      if (Number.isFinite(h.deadline) && (next === undefined || h.deadline < next)) next = h.deadline;
     }
     // Map order is creation order: the first entry has been held longest.
     const first = this.#holdings.values().next().value as BlobHolding | undefined;
-    const now = Date.now();
     return {
       count: this.#holdings.size,
       bytes: this.#bytes,
       byBackend,
-      oldest: first && { id: first.id, createdAt: first.createdAt, ageMs: now - first.createdAt, expiresAt: first.expiresAt },
-      nextExpiry: next,
+      oldest: first && { id: first.id, createdAt: first.createdAt, ageMs: monotonic() - first.createdMono, expiresAt: first.expiresAt },
+      nextExpiry: next === undefined ? undefined : wallClockOf(next),
     };
   }
 
-  /** Reclaim every blob whose lease has ended by `now`; returns how many. Runs by itself on a timer too. */
-  reclaimExpired(now = Date.now()): number {
+  /**
+   * Reclaim every blob whose lease has ended by `now` (ms since the epoch;
+   * default: now); returns how many. Runs by itself on a timer too.
+   */
+  reclaimExpired(now?: number): number {
+    // Leases are kept on the monotonic clock: a wall-clock `now` is taken as an offset from the present.
+    const limit = now === undefined ? monotonic() : monotonic() + (now - Date.now());
     let reclaimed = 0;
     for (const holding of [...this.#holdings.values()]) {
-      if (holding.expiresAt > now) continue;
+      if (holding.deadline > limit) continue;
       this.#release(holding, "expired");
       reclaimed++;
       try {
@@ -283,12 +294,12 @@ export class BlobAllocator implements Disposable {
     holding.memory = undefined;
   }
 
-  /** Make sure the timer fires no later than `at`. */
+  /** Make sure the timer fires no later than `at` (monotonic). */
   #schedule(at: number): void {
     if (!Number.isFinite(at) || at >= this.#timerAt || this.#closed) return;
     clearTimeout(this.#timer);
     this.#timerAt = at;
-    this.#timer = setTimeout(() => this.#onTimer(), Math.min(MAX_TIMER_MS, Math.max(0, at - Date.now())));
+    this.#timer = setTimeout(() => this.#onTimer(), Math.min(MAX_TIMER_MS, Math.max(0, Math.ceil(at - monotonic()))));
     this.#timer.unref();
   }
 
@@ -297,7 +308,7 @@ export class BlobAllocator implements Disposable {
     this.#timerAt = Number.POSITIVE_INFINITY;
     this.reclaimExpired();
     let next = Number.POSITIVE_INFINITY;
-    for (const h of this.#holdings.values()) if (h.expiresAt < next) next = h.expiresAt;
+    for (const h of this.#holdings.values()) if (h.deadline < next) next = h.deadline;
     this.#schedule(next);
   }
 }

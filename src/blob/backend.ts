@@ -10,14 +10,22 @@ import { QbunSystemError } from "../../ffi/errors.ts";
 import { SharedMemory } from "../shm/shared-memory.ts";
 import { randomHex } from "./ids.ts";
 
-/** A concrete blob backend. */
-export type BlobBackend = "memfd" | "posix" | "tempfile";
+/**
+ * The backends, in preference order for `"auto"`. The order is also the wire
+ * encoding of an OFFER's backend byte (index + 1): append, never reorder.
+ * @internal
+ */
+export const BACKEND_ORDER = ["memfd", "posix", "tempfile"] as const;
+
+/**
+ * A concrete blob backend. Only `memfd` blobs are sealed, and so immutable
+ * for every holder of an fd; `posix` and `tempfile` blobs can still be
+ * changed by their owner's user (see `ShmBlobWriter.publish`).
+ */
+export type BlobBackend = (typeof BACKEND_ORDER)[number];
 
 /** A backend, or `"auto"`: the first of memfd, posix, tempfile that works here. */
 export type BlobBackendChoice = BlobBackend | "auto";
-
-/** Preference order for `"auto"`. */
-export const BACKEND_ORDER: readonly BlobBackend[] = ["memfd", "posix", "tempfile"];
 
 const probed = new Map<string, boolean>();
 
@@ -52,14 +60,14 @@ export function resolveBackend(choice: BlobBackendChoice, dir?: string, availabl
 
 /**
  * A new read-write shared-memory file of `size` bytes, with no name left
- * anywhere. POSIX and temp-file memory is reserved (posix_fallocate) so that
- * a full filesystem fails here with ENOSPC rather than with SIGBUS on first
- * touch.
+ * anywhere. Every backend's memory is reserved (fallocate) so that a full
+ * tmpfs, memory cgroup or filesystem fails here with a typed ENOSPC/ENOMEM
+ * rather than with SIGBUS (or the OOM killer) on first touch.
  */
 export function createMemory(backend: BlobBackend, size: number, dir = tmpdir()): SharedMemory {
   switch (backend) {
     case "memfd":
-      return SharedMemory.memfd({ size, name: "qbun-blob", sealable: true });
+      return reserved(SharedMemory.memfd({ size: 0, name: "qbun-blob", sealable: true }), size);
     case "posix": {
       // The name exists only between these two calls: unlinked before anything can fail.
       const name = `/qbun-blob-${process.pid}-${randomHex(8)}`;

@@ -13,7 +13,15 @@ import type { AddressInput } from "../unix/address.ts";
 import type { ConnectOptions } from "../unix/connect.ts";
 import { UnixSeqpacket } from "../unix/seqpacket.ts";
 import type { ReceivedMessage } from "../unix/socket.ts";
-import { BlobChannelClosedError, BlobDescriptorError, BlobProtocolError, BlobRefusedError, type BlobDescriptorProblem } from "./errors.ts";
+import {
+  BlobChannelClosedError,
+  BlobDeliveryAbandonedError,
+  BlobDescriptorError,
+  BlobProtocolError,
+  BlobRefusedError,
+  type BlobDescriptorProblem,
+} from "./errors.ts";
+import { parsed } from "./options.ts";
 import { BlobReader, DEFAULT_MAX_READ_SIZE } from "./reader.ts";
 import { ShmBlob } from "./shm-blob.ts";
 import { decodeFrame, DEFAULT_MAX_METADATA, encodeFrame, FrameType, HEADER_SIZE, type Frame } from "./wire.ts";
@@ -22,7 +30,12 @@ import { decodeFrame, DEFAULT_MAX_METADATA, encodeFrame, FrameType, HEADER_SIZE,
 export interface BlobChannelOptions {
   /** Refuse received blobs larger than this (default 1 TiB). */
   maxBlobSize?: number;
-  /** Refuse received blobs that are not sealed (default false: unsealed ones are mapped with the SIGBUS guard). */
+  /**
+   * Refuse received blobs that are not sealed (default true). Only sealed
+   * (memfd) blobs are immutable; pass false to also accept POSIX and
+   * temp-file blobs, which are mapped with the SIGBUS guard but can still be
+   * changed by their producer's user (see {@link BlobReader.immutable}).
+   */
   requireSealed?: boolean;
   /** Most metadata bytes per blob, sent or received (default 16 KiB). */
   maxMetadataBytes?: number;
@@ -41,10 +54,31 @@ export interface SendBlobOptions {
   cleanupWhenReleased?: boolean;
   /** Cancels a send that waits for room in the socket. */
   signal?: AbortSignal;
+  /**
+   * Stop waiting for the consumer this many ms after sending: if it has not
+   * released (or refused) the blob by then, the delivery is abandoned as by
+   * {@link BlobDelivery.abandon} with a timeout. Default: wait as long as
+   * the channel lasts.
+   */
+  timeoutMs?: number;
 }
 
 /** How a delivery ended. */
 export type BlobReleaseOutcome = "released" | "refused" | "peer-gone" | "closed";
+
+const SendOptionsSchema = v.strictObject({
+  metadata: v.optional(v.unknown()),
+  cleanupWhenReleased: v.optional(v.boolean()),
+  signal: v.optional(v.instance(AbortSignal)),
+  timeoutMs: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(2 ** 31 - 1))),
+});
+
+/**
+ * Acknowledgements waiting for room in the socket before the peer is
+ * disconnected: a peer that keeps sending offers but never reads would
+ * otherwise make this side queue one acknowledgement per offer, forever.
+ */
+export const MAX_UNSENT_ACKS = 1024;
 
 const ChannelOptionsSchema = v.strictObject({
   maxBlobSize: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
@@ -58,13 +92,25 @@ interface DeliveryControl {
   mapped: PromiseWithResolvers<void>;
   released: PromiseWithResolvers<BlobReleaseOutcome>;
   isMapped: boolean;
+  /** The timeoutMs timer, if any. */
+  timer: Timer | undefined;
 }
+
+/** Where a delivery stands. */
+export type BlobDeliveryState = "sent" | "mapped" | "abandoned" | BlobReleaseOutcome;
+
+/** Lets only this module construct deliveries and move their state. */
+const DELIVERY_KEY = Symbol("qbun.blob.delivery");
+let setDeliveryState: (delivery: BlobDelivery, state: BlobDeliveryState) => void;
 
 /**
  * One blob sent over a channel, as its producer sees it: when it was mapped,
  * and when it was released. `mapped` rejects with BlobRefusedError if the
  * consumer refused the descriptor, or BlobChannelClosedError if the channel
- * ended first; `released` never rejects.
+ * ended first. `released` resolves with how the delivery ended; both reject
+ * with BlobDeliveryAbandonedError if the producer stopped waiting first
+ * (`timeoutMs`, {@link BlobDelivery.abandon}). Rejections nobody awaits are
+ * not reported as unhandled.
  */
 export class BlobDelivery {
   /** The blob's id. */
@@ -75,25 +121,50 @@ export class BlobDelivery {
   readonly mapped: Promise<void>;
   /** Settles once the consumer has let go of the blob, with how. */
   readonly released: Promise<BlobReleaseOutcome>;
-  #state: "sent" | "mapped" | BlobReleaseOutcome = "sent";
+  #state: BlobDeliveryState = "sent";
+  readonly #abandon: (error: BlobDeliveryAbandonedError) => void;
 
-  /** @internal */
-  constructor(id: string, size: number, mapped: Promise<void>, released: Promise<BlobReleaseOutcome>) {
+  static {
+    setDeliveryState = (delivery, state) => {
+      delivery.#state = state;
+    };
+  }
+
+  /** @internal made by BlobChannel.send (throws TypeError otherwise) */
+  constructor(
+    key: typeof DELIVERY_KEY,
+    id: string,
+    size: number,
+    mapped: Promise<void>,
+    released: Promise<BlobReleaseOutcome>,
+    abandon: (error: BlobDeliveryAbandonedError) => void,
+  ) {
+    if (key !== DELIVERY_KEY) throw new TypeError("BlobDelivery cannot be constructed directly: BlobChannel.send() returns one");
     this.id = id;
     this.size = size;
     this.mapped = mapped;
     this.released = released;
-    mapped.catch(() => {}); // a caller interested only in `released` must not see an unhandled rejection
+    this.#abandon = abandon;
+    // A caller interested in only one of them must not see an unhandled rejection of the other.
+    mapped.catch(() => {});
+    released.catch(() => {});
   }
 
   /** Where the delivery stands now. */
-  get state(): "sent" | "mapped" | BlobReleaseOutcome {
+  get state(): BlobDeliveryState {
     return this.#state;
   }
 
-  /** @internal */
-  setState(state: "mapped" | BlobReleaseOutcome): void {
-    this.#state = state;
+  /**
+   * Stop waiting for the consumer: `mapped` (if still pending) and
+   * `released` reject with BlobDeliveryAbandonedError, the delivery no
+   * longer keeps the process alive, and with `cleanupWhenReleased` the blob
+   * is cleaned up here (a consumer that mapped it keeps its mapping). Late
+   * acknowledgements from the consumer are ignored. No effect once the
+   * delivery has ended.
+   */
+  abandon(): void {
+    this.#abandon(new BlobDeliveryAbandonedError(this.id, false));
   }
 }
 
@@ -114,7 +185,13 @@ interface QueuedOffer {
  * this side's `receive` with BlobDescriptorError) and the channel carries on.
  *
  * An idle channel does not keep the process alive; one with a `receive()`
- * or a delivery pending does.
+ * or a delivery pending does (a delivery until it ends, its `timeoutMs`
+ * passes or it is abandoned). A peer that keeps sending while never reading
+ * its acknowledgements is disconnected once {@link MAX_UNSENT_ACKS} of them
+ * wait to be sent.
+ *
+ * By default only sealed (memfd) blobs are accepted: they are the only
+ * ones nobody can change (see `requireSealed`).
  *
  * ```ts
  * // producer
@@ -136,20 +213,20 @@ export class BlobChannel implements Disposable, AsyncDisposable {
   readonly #waiters: Array<PromiseWithResolvers<QueuedOffer | null>> = [];
   /** Ids received and mapped here, not yet released. */
   readonly #held = new Set<string>();
+  /** Ids of deliveries abandoned here whose consumer has not released them yet (their late acks are ignored). */
+  readonly #abandoned = new Set<string>();
+  /** Acknowledgements handed to the socket and not yet sent (see {@link MAX_UNSENT_ACKS}). */
+  #unsentAcks = 0;
   #pumping = false;
   /** undefined: open; null: ended cleanly; an error: ended by a protocol error. */
   #ended: Error | null | undefined;
 
   /** Take over a connected seqpacket socket. */
   constructor(socket: UnixSeqpacket, options: BlobChannelOptions = {}) {
-    const result = v.safeParse(ChannelOptionsSchema, options);
-    if (!result.success) {
-      const issue = result.issues[0];
-      throw new QbunArgumentError(`BlobChannelOptions${issue.path ? `.${issue.path.map((p) => String(p.key)).join(".")}` : ""}: ${issue.message}`);
-    }
+    parsed(ChannelOptionsSchema, options, "BlobChannelOptions");
     this.#socket = socket;
     this.#maxBlobSize = options.maxBlobSize ?? DEFAULT_MAX_READ_SIZE;
-    this.#requireSealed = options.requireSealed ?? false;
+    this.#requireSealed = options.requireSealed ?? true;
     this.#maxMetadata = options.maxMetadataBytes ?? DEFAULT_MAX_METADATA;
     this.#maxQueued = options.maxQueuedOffers ?? 64;
     socket.unref();
@@ -188,14 +265,18 @@ export class BlobChannel implements Disposable, AsyncDisposable {
    * {@link BlobDelivery} that tracks the acknowledgements.
    *
    * @throws BlobStaleError if the blob was cleaned up or expired; QbunArgumentError
-   *   if it is already in flight here or the metadata is too large; ClosedError once the channel ended
+   *   if it is already in flight here, the metadata is too large or an option is bad; ClosedError once the channel ended
    */
   async send(blob: ShmBlob, options: SendBlobOptions = {}): Promise<BlobDelivery> {
     if (this.#ended !== undefined) throw this.#ended ?? new ClosedError("blob channel");
     if (!(blob instanceof ShmBlob)) throw new QbunArgumentError("send() takes a published blob: call publish() on the writer first");
+    parsed(SendOptionsSchema, options, "SendBlobOptions");
     // A dup travels, so a cleanup while the send waits for room cannot close (or recycle) the fd being sent.
     using fd = SharedMemory.fromFd(blob.fd);
     if (this.#deliveries.has(blob.id)) throw new QbunArgumentError(`blob ${blob.id} is already in flight on this channel: wait for its release`);
+    if (this.#abandoned.has(blob.id)) {
+      throw new QbunArgumentError(`blob ${blob.id} was abandoned on this channel and the consumer has not released it yet: send it on another channel, or a new blob`);
+    }
     let metadata: Uint8Array | undefined;
     if (options.metadata !== undefined) {
       if (typeof options.metadata !== "object" || options.metadata === null || Array.isArray(options.metadata)) {
@@ -211,8 +292,11 @@ export class BlobChannel implements Disposable, AsyncDisposable {
       mapped: Promise.withResolvers<void>(),
       released: Promise.withResolvers<BlobReleaseOutcome>(),
       isMapped: false,
+      timer: undefined,
     } as DeliveryControl;
-    control.delivery = new BlobDelivery(blob.id, blob.size, control.mapped.promise, control.released.promise);
+    control.delivery = new BlobDelivery(DELIVERY_KEY, blob.id, blob.size, control.mapped.promise, control.released.promise, (error) =>
+      this.#abandonDelivery(blob.id, control, error),
+    );
     this.#deliveries.set(blob.id, control);
     this.#activity();
     try {
@@ -222,7 +306,15 @@ export class BlobChannel implements Disposable, AsyncDisposable {
       this.#activity();
       throw error;
     }
-    if (options.cleanupWhenReleased) void control.released.promise.then(() => blob.cleanup());
+    if (options.cleanupWhenReleased) {
+      const cleanup = () => blob.cleanup();
+      void control.released.promise.then(cleanup, cleanup);
+    }
+    const timeoutMs = options.timeoutMs;
+    if (timeoutMs !== undefined && this.#deliveries.get(blob.id) === control) {
+      control.timer = setTimeout(() => this.#abandonDelivery(blob.id, control, new BlobDeliveryAbandonedError(blob.id, true, timeoutMs)), timeoutMs);
+      control.timer.unref(); // the pending delivery keeps the process alive until then, not the timer
+    }
     return control.delivery;
   }
 
@@ -298,6 +390,18 @@ export class BlobChannel implements Disposable, AsyncDisposable {
     this.close();
   }
 
+  /** Stop tracking a delivery that has not ended: its promises reject, its late acknowledgements are ignored. */
+  #abandonDelivery(id: string, control: DeliveryControl, error: BlobDeliveryAbandonedError): void {
+    if (this.#deliveries.get(id) !== control) return; // already ended
+    clearTimeout(control.timer);
+    this.#deliveries.delete(id);
+    this.#abandoned.add(id);
+    setDeliveryState(control.delivery, "abandoned");
+    if (!control.isMapped) control.mapped.reject(error);
+    control.released.reject(error);
+    this.#activity();
+  }
+
   #nextOffer(signal: AbortSignal | undefined): Promise<QueuedOffer | null> {
     if (this.#ended !== undefined) return this.#ended ? Promise.reject(this.#ended) : Promise.resolve(null);
     signal?.throwIfAborted();
@@ -357,14 +461,15 @@ export class BlobChannel implements Disposable, AsyncDisposable {
 
   /** Act on one message; returns a protocol violation to disconnect for. */
   #handle(message: ReceivedMessage): string | undefined {
-    if (message.truncated) return `a frame longer than ${HEADER_SIZE + this.#maxMetadata} bytes`;
-    const frame = decodeFrame(message.data, this.#maxMetadata);
-    if (typeof frame === "string") return frame;
+    // A frame longer than this side reads is cut; it is still an offer to refuse if its header says so.
+    const frame = decodeFrame(message.data, this.#maxMetadata, message.truncated);
+    if (typeof frame === "string") return message.truncated ? `a frame longer than ${HEADER_SIZE + this.#maxMetadata} bytes (${frame})` : frame;
     if (frame.type === FrameType.Offer) {
       if (message.fds.length !== 1 || message.controlTruncated) return `an offer with ${message.controlTruncated ? "too many" : message.fds.length} fds (one expected)`;
       const fd = message.fds[0]!;
-      const refusal: BlobDescriptorProblem | undefined =
-        this.#held.has(frame.id) || this.#offers.some((o) => o.frame.id === frame.id)
+      const refusal: BlobDescriptorProblem | undefined = frame.oversized
+        ? "metadata-too-large"
+        : this.#held.has(frame.id) || this.#offers.some((o) => o.frame.id === frame.id)
           ? "duplicate"
           : this.#offers.length >= this.#maxQueued
             ? "busy"
@@ -383,11 +488,18 @@ export class BlobChannel implements Disposable, AsyncDisposable {
     }
     if (message.fds.length > 0 || message.controlTruncated) return "an acknowledgement carrying fds";
     const control = this.#deliveries.get(frame.id);
-    if (!control) return `an acknowledgement for blob ${frame.id}, which is not in flight on this channel`;
+    if (!control) {
+      if (this.#abandoned.has(frame.id)) {
+        // Late news of an abandoned delivery: nobody waits for it any more; its end frees the id.
+        if (frame.type !== FrameType.Mapped) this.#abandoned.delete(frame.id);
+        return undefined;
+      }
+      return `an acknowledgement for blob ${frame.id}, which is not in flight on this channel`;
+    }
     if (frame.type === FrameType.Mapped) {
       if (control.isMapped) return `blob ${frame.id} acknowledged as mapped twice`;
       control.isMapped = true;
-      control.delivery.setState("mapped");
+      setDeliveryState(control.delivery, "mapped");
       control.mapped.resolve();
       return undefined;
     }
@@ -400,8 +512,9 @@ export class BlobChannel implements Disposable, AsyncDisposable {
   }
 
   #finish(id: string, control: DeliveryControl, outcome: BlobReleaseOutcome): void {
+    clearTimeout(control.timer);
     this.#deliveries.delete(id);
-    control.delivery.setState(outcome);
+    setDeliveryState(control.delivery, outcome);
     control.released.resolve(outcome);
     this.#activity();
   }
@@ -417,9 +530,16 @@ export class BlobChannel implements Disposable, AsyncDisposable {
    */
   #ack(type: FrameType, id: string, problem?: BlobDescriptorProblem): void {
     if (this.#ended !== undefined) return;
+    if (this.#unsentAcks >= MAX_UNSENT_ACKS) {
+      this.#end(new BlobProtocolError(`the peer does not read its acknowledgements (${this.#unsentAcks} wait to be sent) but keeps sending`), "peer-gone");
+      return;
+    }
+    this.#unsentAcks++;
     const frame = encodeFrame(type, id, { problem });
     const send = () => (this.#ended === undefined ? this.#socket.send(frame).catch(() => {}) : undefined);
-    const sent = this.#ackTail ? this.#ackTail.then(send) : Promise.resolve(send());
+    const sent = (this.#ackTail ? this.#ackTail.then(send) : Promise.resolve(send())).then(() => {
+      this.#unsentAcks--;
+    });
     this.#ackTail = sent;
     void sent.then(() => {
       if (this.#ackTail === sent) this.#ackTail = undefined;
@@ -435,11 +555,13 @@ export class BlobChannel implements Disposable, AsyncDisposable {
     // Offers that arrived before a clean end stay receivable (their fds are valid without the peer).
     if (error || outcome === "closed") for (const offer of this.#offers.splice(0)) offer.fd.close();
     for (const [id, control] of [...this.#deliveries]) {
+      clearTimeout(control.timer);
       if (!control.isMapped) control.mapped.reject(new BlobChannelClosedError(id));
       this.#deliveries.delete(id);
-      control.delivery.setState(outcome);
+      setDeliveryState(control.delivery, outcome);
       control.released.resolve(outcome);
     }
+    this.#abandoned.clear();
     // Nothing more can be said on an ended channel (a protocol breaker is disconnected, a gone peer cannot read).
     this.#socket.close();
   }

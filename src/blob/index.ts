@@ -11,9 +11,10 @@ export type { BlobAllocatorOptions, BlobHoldings, CreateBlobOptions } from "./al
 export { backendAvailable } from "./backend.ts";
 export type { BlobBackend, BlobBackendChoice } from "./backend.ts";
 export { BlobChannel, BlobDelivery } from "./channel.ts";
-export type { BlobChannelOptions, BlobReleaseOutcome, SendBlobOptions } from "./channel.ts";
+export type { BlobChannelOptions, BlobDeliveryState, BlobReleaseOutcome, SendBlobOptions } from "./channel.ts";
 export {
   BlobChannelClosedError,
+  BlobDeliveryAbandonedError,
   BlobDescriptorError,
   BlobError,
   BlobProtocolError,

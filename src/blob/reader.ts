@@ -4,7 +4,7 @@
  * @module
  */
 import { fstatSync, type Stats } from "node:fs";
-import { ClosedError, QbunSystemError } from "../../ffi/errors.ts";
+import { ClosedError, QbunArgumentError, QbunSystemError } from "../../ffi/errors.ts";
 import type { FdLike } from "../../ffi/fd.ts";
 import { DeferredMapping, type ReadonlyBytes } from "../shm/mapping.ts";
 import { SharedMemory, type Seal } from "../shm/shared-memory.ts";
@@ -18,6 +18,10 @@ export const DEFAULT_MAX_READ_SIZE = 2 ** 40;
 // A reader dropped without close() is unmapped by the collector (Mapping's
 // deallocator); this makes sure its sender still hears that it was released.
 const droppedReaders = new FinalizationRegistry<() => void>((onClose) => onClose());
+// A view keeps its reader reachable (an ephemeron: the entry lives while the
+// view does), so a reader dropped while its view is still read is not
+// reported released, nor unmapped, under the reader of the view.
+const readerOfView = new WeakMap<ReadonlyBytes, BlobReader>();
 
 /** What a reader is told to expect about a descriptor (checked before mapping). */
 export interface BlobExpectation {
@@ -25,7 +29,10 @@ export interface BlobExpectation {
   size?: number;
   /** Announced as sealed: the file must carry the shrink, grow and write seals. */
   sealed?: boolean;
-  /** Refuse anything not sealed, whatever was announced (default false). */
+  /**
+   * Refuse anything not sealed, whatever was announced. Default false here;
+   * a {@link BlobChannel} passes its own `requireSealed` (default true).
+   */
   requireSealed?: boolean;
   /** Refuse larger blobs (default 1 TiB). */
   maxSize?: number;
@@ -39,7 +46,13 @@ export interface BlobExpectation {
  * A blob mapped read-only. Opening checks the fd against its announcement
  * (regular file, size, seals), maps it `PROT_READ` and closes the fd, so a
  * reader holds one mapping and no fd. The view refuses writes in JS (it has
- * no setters and is frozen).
+ * no setters and is frozen), and this process cannot map the blob writable.
+ *
+ * What the reader can rely on depends on the blob ({@link BlobReader.immutable}):
+ * a sealed memfd can never change, whoever holds it. An unsealed one
+ * (POSIX or temp-file backend) can still be changed or shrunk by a process
+ * running as the file's owner or as root (it can chmod the file back and
+ * reopen it read-write through /proc); only other users are kept out.
  *
  * The JS view is made on first read: the `mmap` costs the same for 4 KiB
  * and 1 GiB, but a view of n bytes makes the engine account n bytes of
@@ -64,6 +77,12 @@ export class BlobReader implements Disposable {
   readonly size: number;
   /** Whether the file is sealed against shrink, grow and write. */
   readonly sealed: boolean;
+  /**
+   * Whether the bytes can never change while mapped here: true exactly for
+   * a sealed blob. False means the producer's user (or root) can still write
+   * or shrink it; reads stay safe (guarded) but may see changes.
+   */
+  readonly immutable: boolean;
   /** Metadata sent with the blob (empty when none). */
   readonly metadata: Readonly<Record<string, unknown>>;
   readonly #mapping: DeferredMapping;
@@ -75,6 +94,7 @@ export class BlobReader implements Disposable {
     this.#mapping = mapping;
     this.size = size;
     this.sealed = sealed;
+    this.immutable = sealed;
     this.id = expected.id;
     this.metadata = Object.freeze({ ...expected.metadata });
     this.#onClose = onClose;
@@ -119,7 +139,13 @@ export class BlobReader implements Disposable {
     const seals = owned.seals;
     const sealed = IMMUTABLE_SEALS.every((seal) => seals.includes(seal));
     if ((expected.sealed || expected.requireSealed) && !sealed) {
-      throw new BlobDescriptorError("not-sealed", expected.sealed ? "announced as sealed, but the file can still be written or resized" : "this reader requires sealed blobs");
+      throw new BlobDescriptorError(
+        "not-sealed",
+        expected.sealed
+          ? "announced as sealed, but the file can still be written or resized"
+          : "only sealed (memfd) blobs are immutable and this reader requires them; have the producer use the memfd backend, " +
+              "or pass requireSealed: false to accept blobs its user can still change",
+      );
     }
     let mapping: DeferredMapping;
     try {
@@ -132,18 +158,31 @@ export class BlobReader implements Disposable {
 
   /**
    * Bounds-checked read access to the bytes (zero-copy; frozen, no setters).
-   * The first access makes the JS view.
+   * The first access makes the JS view. The view keeps the reader alive: a
+   * reader is reported released only after it is closed, or after both it
+   * and its view were dropped.
    *
    * @throws ClosedError once closed
    */
   get view(): ReadonlyBytes {
     if (this.#closed) throw new ClosedError(`blob reader${this.id ? ` ${this.id}` : ""}`);
-    this.#view ??= Object.freeze(this.#mapping.mapping.view) as ReadonlyBytes;
+    if (!this.#view) {
+      this.#view = Object.freeze(this.#mapping.mapping.view) as ReadonlyBytes;
+      readerOfView.set(this.#view, this);
+    }
     return this.#view;
   }
 
-  /** Copy bytes from `start` into `target`; returns the count copied. */
+  /**
+   * Copy bytes from `start` into `target` (as many as fit, up to the end of
+   * the blob); returns the count copied.
+   *
+   * @throws QbunArgumentError for a `start` outside 0..size; ClosedError once closed
+   */
   copyTo(target: Uint8Array, start = 0): number {
+    if (!Number.isSafeInteger(start) || start < 0 || start > this.size) {
+      throw new QbunArgumentError(`copyTo start must be an integer from 0 to ${this.size}, got ${start}`);
+    }
     return this.view.copyTo(target, start);
   }
 

@@ -16,8 +16,14 @@ export interface BlobHolding {
   readonly token: string;
   readonly size: number;
   readonly backend: BlobBackend;
+  /** Wall-clock creation time (ms since the epoch), for reports. */
   readonly createdAt: number;
+  /** Monotonic creation time (performance.now()). */
+  readonly createdMono: number;
+  /** Wall-clock expiry, for reports (Infinity for none). */
   expiresAt: number;
+  /** Monotonic expiry (performance.now() scale; Infinity for none): what leases are enforced by. */
+  deadline: number;
   state: "writable" | "published" | "cleaned-up" | "expired";
   /** Read-write before publishing, read-only after; undefined once released. */
   memory: SharedMemory | undefined;
@@ -30,6 +36,17 @@ export interface BlobHolding {
 export interface BlobHost {
   cleanup(token: string): boolean;
   renew(token: string, leaseMs: number): number;
+}
+
+/**
+ * @internal the key that lets the allocator construct blob objects; it is
+ * not exported from `qbun/blob`, so users cannot make a writer or blob
+ * around a holding of their own.
+ */
+export const CONSTRUCT: unique symbol = Symbol("qbun.blob.construct");
+
+function checkKey(key: unknown, what: string, how: string): void {
+  if (key !== CONSTRUCT) throw new TypeError(`${what} cannot be constructed directly: ${how}`);
 }
 
 function live(holding: BlobHolding): BlobHolding {
@@ -54,8 +71,9 @@ export class ShmBlobWriter implements Disposable {
   readonly #holding: BlobHolding;
   readonly #host: BlobHost;
 
-  /** @internal made by BlobAllocator.create */
-  constructor(holding: BlobHolding, host: BlobHost) {
+  /** @internal made by BlobAllocator.create (throws TypeError otherwise) */
+  constructor(key: typeof CONSTRUCT, holding: BlobHolding, host: BlobHost) {
+    checkKey(key, "ShmBlobWriter", "call BlobAllocator.create()");
     this.#holding = holding;
     this.#host = host;
   }
@@ -80,7 +98,7 @@ export class ShmBlobWriter implements Disposable {
     return this.#holding.backend;
   }
 
-  /** When the lease ends (ms since the epoch; Infinity for none). */
+  /** When the lease ends (ms since the epoch, for reports; the lease itself runs on a monotonic clock; Infinity for none). */
   get expiresAt(): number {
     return this.#holding.expiresAt;
   }
@@ -119,10 +137,23 @@ export class ShmBlobWriter implements Disposable {
   }
 
   /**
-   * Make the blob immutable and ready to send: the writable mapping is
-   * unmapped, a memfd is sealed against shrink, grow and write, the file
-   * mode becomes 0400, and the producer keeps only a read-only fd. The
-   * writer is finished afterwards.
+   * Finish the blob and make it ready to send: the writable mapping is
+   * unmapped, the file mode becomes 0400, and the producer keeps only a
+   * read-only fd. The writer is finished afterwards.
+   *
+   * What this guarantees depends on the backend:
+   * - `memfd`: sealed against shrink, grow and write. Immutable for every
+   *   process that holds an fd, whatever its user (root included).
+   * - `posix`, `tempfile`: cannot be sealed. A process of another user that
+   *   receives the fd cannot write or resize it (the fd is read-only, the
+   *   mode 0400 stops a read-write reopen through /proc, and it does not own
+   *   the file so cannot chmod it back). A process running as the file's
+   *   owner (the producer's user) or as root can: `fchmod` the fd back to
+   *   0600 and reopen `/proc/self/fd/N` read-write. Consumers read such a
+   *   blob through a SIGBUS-guarded mapping, so a shrink cannot crash them,
+   *   but its bytes may change under them. Use memfd (the default) when the
+   *   consumer must not trust the producer's user; {@link BlobChannel}
+   *   refuses unsealed blobs unless told `requireSealed: false`.
    *
    * @throws BlobStaleError if the blob was cleaned up or expired; ClosedError if already published
    */
@@ -137,7 +168,7 @@ export class ShmBlobWriter implements Disposable {
         mem.addSeals(["shrink", "grow", "write", "seal"]);
         holding.sealed = true;
       }
-      // No one (but root) can reopen it writable through /proc once it is 0400.
+      // 0400 stops other users reopening it writable through /proc; the owner can chmod it back (only seals bind the owner).
       mem.chmod(0o400);
       holding.memory = SharedMemory.fromFd(mem.readOnlyFd());
       mem.close();
@@ -146,7 +177,7 @@ export class ShmBlobWriter implements Disposable {
       this.#host.cleanup(holding.token);
       throw error;
     }
-    return new ShmBlob(holding, this.#host);
+    return new ShmBlob(CONSTRUCT, holding, this.#host);
   }
 
   /** Extend the lease to `leaseMs` from now; returns the new expiry. */
@@ -172,8 +203,9 @@ export class ShmBlobWriter implements Disposable {
 }
 
 /**
- * A published blob: immutable shared memory held by its producer as a
- * read-only fd, ready to be sent over a {@link BlobChannel} or read here.
+ * A published blob: shared memory held by its producer as a read-only fd,
+ * ready to be sent over a {@link BlobChannel} or read here. Immutable when
+ * {@link ShmBlob.sealed} (memfd); otherwise see {@link ShmBlobWriter.publish}.
  * Sending moves only the fd, so it costs the same for 4 KiB and 1 GiB.
  * Cleaning up releases the producer's fd; consumers that received it keep
  * their mappings until they close them.
@@ -182,8 +214,9 @@ export class ShmBlob implements Disposable {
   readonly #holding: BlobHolding;
   readonly #host: BlobHost;
 
-  /** @internal made by ShmBlobWriter.publish */
-  constructor(holding: BlobHolding, host: BlobHost) {
+  /** @internal made by ShmBlobWriter.publish (throws TypeError otherwise) */
+  constructor(key: typeof CONSTRUCT, holding: BlobHolding, host: BlobHost) {
+    checkKey(key, "ShmBlob", "call publish() on a ShmBlobWriter");
     this.#holding = holding;
     this.#host = host;
   }
@@ -208,12 +241,16 @@ export class ShmBlob implements Disposable {
     return this.#holding.backend;
   }
 
-  /** Whether the file is sealed (memfd backend): it can never change again, whoever holds an fd. */
+  /**
+   * Whether the file is sealed (memfd backend): it can never change again,
+   * whoever holds an fd. False for posix and tempfile blobs, which the
+   * producer's user (or root) can still change.
+   */
   get sealed(): boolean {
     return this.#holding.sealed;
   }
 
-  /** When the lease ends (ms since the epoch; Infinity for none). */
+  /** When the lease ends (ms since the epoch, for reports; the lease itself runs on a monotonic clock; Infinity for none). */
   get expiresAt(): number {
     return this.#holding.expiresAt;
   }

@@ -15,8 +15,8 @@
  * @module
  */
 import * as v from "valibot";
-import type { BlobBackend } from "./backend.ts";
-import type { BlobDescriptorProblem } from "./errors.ts";
+import { BACKEND_ORDER, type BlobBackend } from "./backend.ts";
+import { DESCRIPTOR_PROBLEMS, type BlobDescriptorProblem } from "./errors.ts";
 import { ID_BYTES } from "./ids.ts";
 
 /** "QBLB" read as a little-endian u32. */
@@ -34,8 +34,9 @@ export const FrameType = { Offer: 1, Mapped: 2, Released: 3, Refused: 4 } as con
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
 const FLAG_SEALED = 1;
-const BACKENDS: readonly BlobBackend[] = ["memfd", "posix", "tempfile"];
-const PROBLEMS: readonly BlobDescriptorProblem[] = ["size-mismatch", "not-sealed", "not-a-file", "too-large", "map-failed", "duplicate", "busy"];
+/** Backend byte = index + 1 in this list; refusal reason = index + 1 in the problems list. */
+const BACKENDS: readonly BlobBackend[] = BACKEND_ORDER;
+const PROBLEMS: readonly BlobDescriptorProblem[] = DESCRIPTOR_PROBLEMS;
 
 /** One decoded frame. */
 export interface Frame {
@@ -46,6 +47,12 @@ export interface Frame {
   backend: BlobBackend;
   problem: BlobDescriptorProblem | undefined;
   metadata: Record<string, unknown>;
+  /**
+   * An offer whose metadata is longer than this side accepts (its fd came
+   * along all the same): to be refused on its own, not a protocol error;
+   * `metadata` is then empty.
+   */
+  oversized: boolean;
 }
 
 const hex = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex");
@@ -75,8 +82,11 @@ export function encodeFrame(
   return frame;
 }
 
-/** Decode a frame, or return what is wrong with it. */
-export function decodeFrame(frame: Uint8Array, maxMetadata: number): Frame | string {
+/**
+ * Decode a frame, or return what is wrong with it. `truncated`: the socket
+ * cut the frame at `frame.length` bytes (it was longer than this side reads).
+ */
+export function decodeFrame(frame: Uint8Array, maxMetadata: number, truncated = false): Frame | string {
   if (frame.length < HEADER_SIZE) return `a ${frame.length}-byte frame is shorter than the ${HEADER_SIZE}-byte header`;
   const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
   if (view.getUint32(0, true) !== MAGIC) return "bad magic";
@@ -90,8 +100,13 @@ export function decodeFrame(frame: Uint8Array, maxMetadata: number): Frame | str
   const reason = view.getUint32(36, true);
   const size64 = view.getBigUint64(24, true);
   if (size64 > BigInt(Number.MAX_SAFE_INTEGER)) return "size out of range";
-  if (metaLength !== frame.length - HEADER_SIZE) return `metadata length ${metaLength} does not match the frame (${frame.length - HEADER_SIZE} bytes follow the header)`;
-  if (metaLength > maxMetadata) return `${metaLength} bytes of metadata exceed the limit of ${maxMetadata}`;
+  const following = frame.length - HEADER_SIZE;
+  // A cut frame must announce more than arrived; a whole one exactly what arrived.
+  if (truncated ? metaLength <= following : metaLength !== following) {
+    return `metadata length ${metaLength} does not match the frame (${following}${truncated ? "+" : ""} bytes follow the header)`;
+  }
+  const oversized = metaLength > maxMetadata;
+  if (oversized && type !== FrameType.Offer) return `${metaLength} bytes of metadata exceed the limit of ${maxMetadata}`;
   const id = hex(frame.subarray(8, 8 + ID_BYTES));
   let backend: BlobBackend = "memfd";
   let metadata: Record<string, unknown> = {};
@@ -100,7 +115,7 @@ export function decodeFrame(frame: Uint8Array, maxMetadata: number): Frame | str
     if (backendCode < 1 || backendCode > BACKENDS.length) return `unknown backend ${backendCode}`;
     backend = BACKENDS[backendCode - 1]!;
     if (size64 === 0n) return "an offer of 0 bytes";
-    if (metaLength > 0) {
+    if (metaLength > 0 && !oversized) {
       let json: unknown;
       try {
         json = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(frame.subarray(HEADER_SIZE)));
@@ -118,5 +133,5 @@ export function decodeFrame(frame: Uint8Array, maxMetadata: number): Frame | str
       problem = PROBLEMS[reason - 1];
     }
   }
-  return { type: type as FrameType, id, size: Number(size64), sealed: (flags & FLAG_SEALED) !== 0, backend, problem, metadata };
+  return { type: type as FrameType, id, size: Number(size64), sealed: (flags & FLAG_SEALED) !== 0, backend, problem, metadata, oversized };
 }

@@ -95,6 +95,29 @@ export class ReadonlyBytes {
 }
 
 /**
+ * mmap(MAP_SHARED) `length` bytes of `fd` (twice back to back when
+ * `circular`), or throw a QbunSystemError saying why the kernel refused.
+ * Returns the address.
+ */
+function mmapChecked(fd: number, length: number, offset: number, access: MapAccess, circular: boolean): number {
+  if (!Number.isSafeInteger(length) || length <= 0) throw new QbunArgumentError(`mapping length must be a positive integer, got ${length}`);
+  const native = loadNative();
+  const err = new Int32Array(1);
+  const prot = access === "read-write" ? PROT_READ | PROT_WRITE : PROT_READ;
+  const ptr = circular ? native.qbn_mmap_circular(fd, length, prot, err) : native.qbn_mmap(length, prot, MAP_SHARED, fd, offset, err);
+  if (!ptr) {
+    throw new QbunSystemError(-err[0]!, "mmap", {
+      hint: err[0] === -13
+        ? "the fd does not allow this access (a read-only fd cannot be mapped read-write)"
+        : err[0] === -1
+          ? "the file is sealed against writing (F_SEAL_WRITE / F_SEAL_FUTURE_WRITE): map it read-only"
+          : undefined,
+    });
+  }
+  return Number(ptr);
+}
+
+/**
  * A mapped region of a shared-memory file. Read-write mappings expose
  * {@link Mapping.bytes}; read-only ones only {@link Mapping.view}.
  */
@@ -143,23 +166,8 @@ export class Mapping implements Disposable {
    * @internal
    */
   static map(fd: number, length: number, offset: number, access: MapAccess, circular: boolean, guard = false): Mapping {
-    if (!Number.isSafeInteger(length) || length <= 0) throw new QbunArgumentError(`mapping length must be a positive integer, got ${length}`);
-    const native = loadNative();
-    const err = new Int32Array(1);
-    const prot = access === "read-write" ? PROT_READ | PROT_WRITE : PROT_READ;
-    const ptr = circular
-      ? native.qbn_mmap_circular(fd, length, prot, err)
-      : native.qbn_mmap(length, prot, MAP_SHARED, fd, offset, err);
-    if (!ptr) {
-      throw new QbunSystemError(-err[0]!, "mmap", {
-        hint: err[0] === -13
-          ? "the fd does not allow this access (a read-only fd cannot be mapped read-write)"
-          : err[0] === -1
-            ? "the file is sealed against writing (F_SEAL_WRITE / F_SEAL_FUTURE_WRITE): map it read-only"
-            : undefined,
-      });
-    }
-    return new Mapping(Number(ptr), circular ? length * 2 : length, access, guard);
+    const address = mmapChecked(fd, length, offset, access, circular);
+    return new Mapping(address, circular ? length * 2 : length, access, guard);
   }
 
   /**
@@ -267,15 +275,7 @@ export class DeferredMapping implements Disposable {
 
   /** Map `length` bytes of `fd` at `offset` (see {@link MapOptions}; `guard` as there). */
   static map(fd: number, length: number, offset: number, access: MapAccess, guard = false): DeferredMapping {
-    if (!Number.isSafeInteger(length) || length <= 0) throw new QbunArgumentError(`mapping length must be a positive integer, got ${length}`);
-    const err = new Int32Array(1);
-    const ptr = loadNative().qbn_mmap(length, access === "read-write" ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, offset, err);
-    if (!ptr) {
-      throw new QbunSystemError(-err[0]!, "mmap", {
-        hint: err[0] === -13 ? "the fd does not allow this access (a read-only fd cannot be mapped read-write)" : undefined,
-      });
-    }
-    return new DeferredMapping(Number(ptr), length, access, guard);
+    return new DeferredMapping(mmapChecked(fd, length, offset, access, false), length, access, guard);
   }
 
   /** The mapping with its JS view, made on the first call. ClosedError once closed. */
