@@ -1,9 +1,10 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import {
-  AuditLog, CapabilityPolicy, decodeLocator, encodeLocator, HEADER_SIZE, LeaseClient, LeaseError, LeaseOwner, type AuditRecord,
+  AuditLog, CapabilityPolicy, LeaseClient, LeaseError, LeaseOwner, type AuditRecord,
   type LeaseEvent, type LeaseOwnerOptions, type Locator,
 } from "../src/lease/index.ts";
+import { decodeLocator, encodeLocator, HEADER_SIZE } from "../src/lease/locator.ts";
 import { encodeJson, FrameType } from "../src/lease/protocol.ts";
 import { QbunArgumentError, SharedMemory } from "../src/shm/index.ts";
 import { UnixSeqpacket } from "../src/unix/index.ts";
@@ -367,10 +368,12 @@ describe("audit log", () => {
       const a = owner.connect();
       const b = owner.connect();
       using _sub = await b.subscribe("state");
-      const lease = await a.acquire("memory-write", { ttlMs: 60 });
+      const lease = await a.acquire("memory-write", { ttlMs: 60_000 });
       await a.write("state", 0, fill(2, 1), lease.token);
       await caught(b.write("state", 0, fill(2, 1), lease.token));
-      await new Promise((resolve) => lease.onLost(resolve)); // expiry
+      const lost = new Promise((resolve) => lease.onLost(resolve));
+      await lease.renew(1); // drive the expiry: a 1 ms lease
+      expect(await lost).toBe("expired");
       const again = await a.acquire("memory-write", { ttlMs: 10_000 });
       await again.release();
       await a.acquire("power", { ttlMs: 10_000 });
@@ -395,7 +398,8 @@ describe("audit log", () => {
       "lease.release memory-write ok",
       "lease.revoke power ok",
     ]) expect(summary).toContain(expected);
-    expect(summary.filter((s) => s === "epoch state ok")).toHaveLength(2);
+    // created, replaced, and retired when the owner closed
+    expect(lines.filter((l) => l.action === "epoch").map((l) => [l.detail.epoch, l.detail.closed ?? false])).toEqual([[1, false], [2, false], [0, true]]);
   });
 
   test("a callback or stream sink gets every record; a sink that throws does not stop the owner", async () => {

@@ -20,6 +20,7 @@ export type AuditAction =
   | "epoch"
   | "protocol"
   | "connect"
+  | "accept"
   | "disconnect";
 
 /** The outcome. */
@@ -27,9 +28,13 @@ export type AuditResult = "granted" | "refused" | "ok" | "queued" | "cancelled";
 
 /** The peer a record is about (kernel credentials plus the owner's session number); null for the owner itself. */
 export interface AuditPeer {
+  /** The owner's number for the connection (unique per owner). */
   readonly session: number;
+  /** The peer's process id from the kernel; -1 when the session had already gone. */
   readonly pid: number;
+  /** The peer's user id from the kernel; -1 when unknown. */
   readonly uid: number;
+  /** The peer's group id from the kernel; -1 when unknown. */
   readonly gid: number;
 }
 
@@ -37,10 +42,13 @@ export interface AuditPeer {
 export interface AuditRecord {
   /** ISO 8601 time of the decision. */
   readonly time: string;
+  /** Who the decision was about; null for the owner's own actions (epochs, accept failures). */
   readonly peer: AuditPeer | null;
+  /** What was decided or happened. */
   readonly action: AuditAction;
   /** Endpoint or lease class. */
   readonly resource: string;
+  /** The outcome. */
   readonly result: AuditResult;
   /** Refusal code, token, offsets, epochs: whatever explains the record. */
   readonly detail?: Record<string, unknown>;

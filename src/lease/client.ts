@@ -9,22 +9,35 @@ import { QbunArgumentError } from "../../ffi/errors.ts";
 import type { OwnedFd } from "../../ffi/fd.ts";
 import { UnixSeqpacket, type AddressInput, type ConnectOptions, type Credentials } from "../unix/index.ts";
 import { isLeaseErrorCode, LeaseError } from "./errors.ts";
-import { decodeLocator, isValidName, type Locator } from "./locator.ts";
+import { CONSTRUCT } from "./internal.ts";
+import { checkName, decodeLocator, type Locator } from "./locator.ts";
 import {
   decodeAck, decodeFrame, decodeWritten, encodeJson, encodeWrite, FrameType, MAX_WRITE_BYTES, nameBytes, parseJson,
-  type BodyOf, type WrittenEvent,
+  type BodyOf, type LeaseEventKind, type WrittenEvent,
 } from "./protocol.ts";
 import { RegionView, type ConsistentRead, type ReadConsistentOptions } from "./region.ts";
 import { SeqpacketChannel, type Channel } from "./transport.ts";
 
 export type { WrittenEvent } from "./protocol.ts";
 
-/** A lease announcement: every client hears of every grant and end. */
+/** A lease announcement: every client the policy allows a lease class hears of each grant and end of it. */
 export interface LeaseEvent {
+  /** The lease class concerned. */
   readonly leaseClass: string;
   /** `granted`, or why it ended: `released`, `expired`, `revoked` (holder disconnected). */
-  readonly event: "granted" | "released" | "expired" | "revoked";
+  readonly event: LeaseEventKind;
+  /** The fencing token of the grant concerned. */
   readonly token: number;
+}
+
+/** Options for {@link LeaseClient.write}. */
+export interface WriteOptions {
+  /**
+   * The epoch the write is meant for (e.g. `subscription.epoch` when the
+   * bytes were computed from what you read). The owner refuses it with
+   * `ERR_QBUN_LEASE_STALE_EPOCH` if the region moved on. 0 or absent: any.
+   */
+  epoch?: number;
 }
 
 /** Options for {@link LeaseClient.acquire}. */
@@ -64,6 +77,34 @@ interface Pending {
 }
 
 type Listener<T> = (value: T) => void;
+
+// Members only this module calls; symbols keep them out of reach of users.
+const kMarkLost = Symbol("markLost");
+const kAttach = Symbol("attach");
+const kInvalidate = Symbol("invalidate");
+const kWritten = Symbol("written");
+const kEnd = Symbol("end");
+const kRequest = Symbol("request");
+const kUnsubscribed = Symbol("unsubscribed");
+
+/**
+ * Call every listener; one that throws does not stop the others or the
+ * connection: its error is reported as an uncaught exception (where
+ * `process.on("uncaughtException")` sees it), as an event emitter would.
+ */
+function emit<T>(listeners: Iterable<Listener<T>>, value: T): void {
+  for (const listener of [...listeners]) {
+    try {
+      listener(value);
+    } catch (error) {
+      reportError(error);
+    }
+  }
+}
+
+function guardKey(key: unknown, what: string): void {
+  if (key !== CONSTRUCT) throw new QbunArgumentError(`${what} is not constructed directly: use LeaseClient.connect(), LeaseOwner.connect(), acquire() or subscribe()`);
+}
 type RequestType = typeof FrameType.SUBSCRIBE | typeof FrameType.UNSUBSCRIBE | typeof FrameType.ACQUIRE | typeof FrameType.RENEW | typeof FrameType.RELEASE;
 
 /**
@@ -72,6 +113,7 @@ type RequestType = typeof FrameType.SUBSCRIBE | typeof FrameType.UNSUBSCRIBE | t
  * fires) when the owner announces its end.
  */
 export class Lease implements AsyncDisposable {
+  /** The lease class this grant is for. */
   readonly leaseClass: string;
   /** The fencing token of this grant. */
   readonly token: number;
@@ -81,8 +123,9 @@ export class Lease implements AsyncDisposable {
   readonly #client: LeaseClient;
   readonly #onLost = new Set<Listener<LeaseEvent["event"]>>();
 
-  /** @internal */
-  constructor(client: LeaseClient, leaseClass: string, token: number, ttlMs: number) {
+  /** Made by {@link LeaseClient.acquire} only. */
+  constructor(key: typeof CONSTRUCT, client: LeaseClient, leaseClass: string, token: number, ttlMs: number) {
+    guardKey(key, "Lease");
     this.#client = client;
     this.leaseClass = leaseClass;
     this.token = token;
@@ -111,16 +154,15 @@ export class Lease implements AsyncDisposable {
     return () => this.#onLost.delete(listener);
   }
 
-  /** @internal */
-  markLost(reason: LeaseEvent["event"]): void {
+  [kMarkLost](reason: LeaseEvent["event"]): void {
     if (this.#lost) return;
     this.#lost = reason;
-    for (const listener of this.#onLost) listener(reason);
+    emit(this.#onLost, reason);
   }
 
   /** Extend the lease by `ttlMs` (default: the granted TTL) from now. Fails if it already ended. */
   async renew(ttlMs = this.#ttlMs): Promise<void> {
-    const reply = await this.#client.request(FrameType.RENEW, { leaseClass: this.leaseClass, token: this.token, ttlMs });
+    const reply = await this.#client[kRequest](FrameType.RENEW, { leaseClass: this.leaseClass, token: this.token, ttlMs });
     const body = parseJson(FrameType.REPLY, reply.body);
     this.#ttlMs = body.ttlMs ?? ttlMs;
     this.#expiresAt = Date.now() + this.#ttlMs;
@@ -130,8 +172,8 @@ export class Lease implements AsyncDisposable {
   async release(): Promise<void> {
     if (this.#lost || this.#client.closed) return;
     try {
-      await this.#client.request(FrameType.RELEASE, { leaseClass: this.leaseClass, token: this.token });
-      this.markLost("released");
+      await this.#client[kRequest](FrameType.RELEASE, { leaseClass: this.leaseClass, token: this.token });
+      this[kMarkLost]("released");
     } catch (error) {
       if (error instanceof LeaseError && (error.code === "ERR_QBUN_LEASE_NOT_HELD" || error.code === "ERR_QBUN_LEASE_STALE_TOKEN" || error.code === "ERR_QBUN_LEASE_DISCONNECTED")) return;
       throw error;
@@ -155,7 +197,10 @@ export class Lease implements AsyncDisposable {
  * ```
  */
 export class Subscription implements Disposable {
+  /** The region this subscription maps. */
   readonly endpoint: string;
+  /** Whether the owner sends a notification after every write (see {@link SubscribeOptions.notifyWrites}). */
+  readonly notifyWrites: boolean;
   #view: RegionView | undefined;
   #closed = false;
   #lastWrite: WrittenEvent | undefined;
@@ -165,11 +210,15 @@ export class Subscription implements Disposable {
   readonly #onWrite = new Set<Listener<WrittenEvent>>();
   #writeWaiters: Array<{ resolve(event: WrittenEvent): void; reject(error: Error): void }> = [];
   #epochWaiters: Array<{ resolve(): void; reject(error: Error): void }> = [];
+  /** Woken by anything that can end a read's contention: a write notification, a new or invalidated epoch. */
+  #changeWaiters: Array<{ resolve(): void; reject(error: Error): void }> = [];
 
-  /** @internal */
-  constructor(client: LeaseClient, endpoint: string) {
+  /** Made by {@link LeaseClient.subscribe} only. */
+  constructor(key: typeof CONSTRUCT, client: LeaseClient, endpoint: string, notifyWrites: boolean) {
+    guardKey(key, "Subscription");
     this.#client = client;
     this.endpoint = endpoint;
+    this.notifyWrites = notifyWrites;
   }
 
   /** The current locator (undefined between an invalidation and the next locator). */
@@ -200,7 +249,8 @@ export class Subscription implements Disposable {
   /**
    * Synchronous consistent read from the current epoch (see
    * {@link RegionView.readConsistent}). Throws `ERR_QBUN_LEASE_STALE_EPOCH`
-   * between epochs.
+   * between epochs, and `ERR_QBUN_LEASE_CONTENDED` when writes kept
+   * overlapping for a few microseconds: use {@link Subscription.read} then.
    */
   readConsistent(offset?: number, length?: number, options?: ReadConsistentOptions): ConsistentRead {
     const view = this.#view;
@@ -210,22 +260,38 @@ export class Subscription implements Disposable {
 
   /**
    * A consistent read that rides out epoch changes and write contention:
-   * on a stale epoch it waits for the new locator, on contention for the
-   * next write notification (or a short timer when notifications are off).
+   * on a stale epoch it waits for the new locator; when writes keep
+   * overlapping it waits for the owner's next write notification (the write
+   * it collided with is announced once applied) — no spinning. Without
+   * `notifyWrites` it can only retry on a timer (1 ms, doubling to 64 ms).
    * `offset`/`length` default to the whole region of whichever epoch is read.
    */
   async read(offset?: number, length?: number, options: { signal?: AbortSignal } = {}): Promise<ConsistentRead> {
+    let backoff = 1;
     for (;;) {
       options.signal?.throwIfAborted();
       try {
         return this.readConsistent(offset, length);
       } catch (error) {
         if (!(error instanceof LeaseError)) throw error;
-        if (error.code === "ERR_QBUN_LEASE_STALE_EPOCH") await this.nextEpoch(options);
-        else if (error.code === "ERR_QBUN_LEASE_CONTENDED") await (this.#client.notifies(this.endpoint) ? this.nextWrite(options) : Bun.sleep(1));
-        else throw error;
+        if (error.code === "ERR_QBUN_LEASE_STALE_EPOCH") {
+          await this.nextEpoch(options);
+        } else if (error.code === "ERR_QBUN_LEASE_CONTENDED") {
+          // Registered in the same turn as the failed read, so the notice of the colliding write cannot slip by.
+          if (this.notifyWrites) await this.#wait(this.#changeWaiters as Array<{ resolve(v: unknown): void; reject(e: Error): void }>, options.signal);
+          else {
+            await sleep(backoff, options.signal);
+            backoff = Math.min(backoff * 2, 64);
+          }
+        } else throw error;
       }
     }
+  }
+
+  #wake(): void {
+    const waiters = this.#changeWaiters;
+    this.#changeWaiters = [];
+    for (const waiter of waiters) waiter.resolve();
   }
 
   /**
@@ -286,8 +352,8 @@ export class Subscription implements Disposable {
     return () => this.#onWrite.delete(listener);
   }
 
-  /** @internal a locator and its fd arrived (takes the fd). */
-  attach(locator: Locator, fd: OwnedFd): void {
+  /** A locator and its fd arrived (takes the fd); a region that cannot be mapped throws a protocol error. */
+  [kAttach](locator: Locator, fd: OwnedFd): void {
     if (this.#closed) {
       fd.close();
       return;
@@ -295,46 +361,49 @@ export class Subscription implements Disposable {
     const view = RegionView.attach(locator, fd);
     this.#view?.close();
     this.#view = view;
-    for (const listener of this.#onEpoch) listener(locator.epoch);
     const waiters = this.#epochWaiters;
     this.#epochWaiters = [];
     for (const waiter of waiters) waiter.resolve();
+    this.#wake();
+    emit(this.#onEpoch, locator.epoch);
   }
 
-  /** @internal the owner invalidated `epoch`. */
-  invalidate(epoch: number): void {
+  /** The owner invalidated `epoch`. */
+  [kInvalidate](epoch: number): void {
     if (this.#view && this.#view.epoch === epoch) {
       this.#view.close();
       this.#view = undefined;
     }
-    for (const listener of this.#onInvalid) listener(epoch);
+    this.#wake();
+    emit(this.#onInvalid, epoch);
   }
 
-  /** @internal */
-  written(event: WrittenEvent): void {
+  [kWritten](event: WrittenEvent): void {
     this.#lastWrite = event;
-    for (const listener of this.#onWrite) listener(event);
     const waiters = this.#writeWaiters;
     this.#writeWaiters = [];
     for (const waiter of waiters) waiter.resolve(event);
+    this.#wake();
+    emit(this.#onWrite, event);
   }
 
-  /** @internal end locally (client closed or unsubscribed). */
-  end(error: Error): void {
+  /** End locally (client closed, unsubscribed, or the region went away). */
+  [kEnd](error: Error): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#view?.close();
     this.#view = undefined;
-    for (const waiter of [...this.#writeWaiters, ...this.#epochWaiters]) waiter.reject(error);
+    for (const waiter of [...this.#writeWaiters, ...this.#epochWaiters, ...this.#changeWaiters]) waiter.reject(error);
     this.#writeWaiters = [];
     this.#epochWaiters = [];
+    this.#changeWaiters = [];
   }
 
   /** Stop receiving this region: unmaps it and tells the owner. Idempotent. */
   close(): void {
     if (this.#closed) return;
-    this.end(new LeaseError("ERR_QBUN_LEASE_DISCONNECTED", `subscription to ${this.endpoint} is closed`));
-    this.#client.unsubscribed(this);
+    this[kEnd](new LeaseError("ERR_QBUN_LEASE_DISCONNECTED", `subscription to ${this.endpoint} is closed`));
+    this.#client[kUnsubscribed](this);
   }
 
   /** Same as {@link Subscription.close}. */
@@ -356,7 +425,8 @@ export class LeaseClient implements AsyncDisposable, Disposable {
   readonly #channel: Channel;
   readonly #pending = new Map<number, Pending>();
   readonly #subscriptions = new Map<string, Subscription>();
-  readonly #notify = new Map<string, boolean>();
+  /** Subscribes waiting for the owner's answer, shared by every caller asking for the same endpoint meanwhile. */
+  readonly #subscribing = new Map<string, { notifyWrites: boolean; callers: number; promise: Promise<Subscription> }>();
   readonly #leases = new Map<string, Lease>();
   readonly #leaseListeners = new Set<Listener<LeaseEvent>>();
   readonly #names = new Map<string, Uint8Array>();
@@ -364,8 +434,9 @@ export class LeaseClient implements AsyncDisposable, Disposable {
   #closed = false;
   #closeError: Error | undefined;
 
-  /** @internal use {@link LeaseClient.connect} or `LeaseOwner.connect()` */
-  constructor(channel: Channel) {
+  /** Made by {@link LeaseClient.connect} or `LeaseOwner.connect()` only. */
+  constructor(key: typeof CONSTRUCT, channel: Channel) {
+    guardKey(key, "LeaseClient");
     this.#channel = channel;
     channel.start({
       frame: (bytes, fds) => this.#onFrame(bytes, fds),
@@ -377,7 +448,7 @@ export class LeaseClient implements AsyncDisposable, Disposable {
   static async connect(address: AddressInput, options: ConnectOptions = {}): Promise<LeaseClient> {
     const socket = await UnixSeqpacket.connect(address, options);
     try {
-      return new LeaseClient(new SeqpacketChannel(socket));
+      return new LeaseClient(CONSTRUCT, new SeqpacketChannel(socket));
     } catch (error) {
       socket.close();
       throw error;
@@ -401,35 +472,72 @@ export class LeaseClient implements AsyncDisposable, Disposable {
 
   /**
    * Subscribe to a region: resolves once its current locator is mapped.
-   * Subscribing again to the same endpoint returns the same subscription.
+   * Subscribing again to the same endpoint (even while the first subscribe
+   * is still waiting) gives the same subscription; asking for a different
+   * `notifyWrites` than it has is an error (close it first). `signal` stops
+   * this caller's wait; when every caller gave up, the owner is told to
+   * drop the subscription.
    */
   async subscribe(endpoint: string, options: SubscribeOptions = {}): Promise<Subscription> {
     checkName(endpoint, "endpoint");
+    options.signal?.throwIfAborted();
+    const notifyWrites = options.notifyWrites ?? true;
+    const sameNotify = (has: boolean): void => {
+      if (has !== notifyWrites) throw new QbunArgumentError(`already subscribed to ${endpoint} with notifyWrites ${has}: close that subscription before asking for notifyWrites ${notifyWrites}`);
+    };
     const existing = this.#subscriptions.get(endpoint);
-    if (existing && !existing.closed) return existing;
-    const subscription = new Subscription(this, endpoint);
-    this.#subscriptions.set(endpoint, subscription);
-    this.#notify.set(endpoint, options.notifyWrites ?? true);
+    if (existing && !existing.closed && !this.#subscribing.has(endpoint)) {
+      sameNotify(existing.notifyWrites);
+      return existing;
+    }
+    let pending = this.#subscribing.get(endpoint);
+    if (pending) sameNotify(pending.notifyWrites);
+    else pending = this.#startSubscribe(endpoint, notifyWrites);
+    const entry = pending;
+    entry.callers++;
     try {
-      await this.request(FrameType.SUBSCRIBE, { endpoint, notifyWrites: options.notifyWrites ?? true }, options.signal);
+      return await untilAborted(entry.promise, options.signal);
     } catch (error) {
-      if (this.#subscriptions.get(endpoint) === subscription) this.#subscriptions.delete(endpoint);
-      subscription.end(error instanceof Error ? error : new Error(String(error)));
+      if (options.signal?.aborted && error === options.signal.reason) entry.callers--; // gave up; the last one out unsubscribes
       throw error;
     }
-    return subscription;
   }
 
-  /** @internal whether write notifications were asked for on `endpoint`. */
-  notifies(endpoint: string): boolean {
-    return this.#notify.get(endpoint) ?? false;
+  #startSubscribe(endpoint: string, notifyWrites: boolean): { notifyWrites: boolean; callers: number; promise: Promise<Subscription> } {
+    const subscription = new Subscription(CONSTRUCT, this, endpoint, notifyWrites);
+    this.#subscriptions.set(endpoint, subscription); // the locator arrives before the reply
+    const entry = { notifyWrites, callers: 0, promise: undefined as unknown as Promise<Subscription> };
+    const settled = (): void => {
+      if (this.#subscribing.get(endpoint) === entry) this.#subscribing.delete(endpoint);
+    };
+    entry.promise = this[kRequest](FrameType.SUBSCRIBE, { endpoint, notifyWrites }).then(
+      () => {
+        settled();
+        if (entry.callers === 0) {
+          // Everyone gave up while the owner was answering: do not stay subscribed (locators, notices) for nobody.
+          subscription.close();
+          throw new LeaseError("ERR_QBUN_LEASE_DISCONNECTED", `subscribe to ${endpoint} was abandoned`);
+        }
+        return subscription;
+      },
+      (error: unknown) => {
+        settled();
+        if (this.#subscriptions.get(endpoint) === subscription) this.#subscriptions.delete(endpoint);
+        const failure = error instanceof Error ? error : new Error(String(error));
+        subscription[kEnd](failure);
+        throw failure;
+      },
+    );
+    entry.promise.catch(() => {}); // callers that gave up do not see it: no unhandled rejection
+    this.#subscribing.set(endpoint, entry);
+    return entry;
   }
 
-  /** @internal a subscription closed itself. */
-  unsubscribed(subscription: Subscription): void {
+  /** A subscription closed itself. */
+  [kUnsubscribed](subscription: Subscription): void {
     if (this.#subscriptions.get(subscription.endpoint) !== subscription) return;
     this.#subscriptions.delete(subscription.endpoint);
-    if (!this.#closed) this.request(FrameType.UNSUBSCRIBE, { endpoint: subscription.endpoint }).catch(() => {});
+    if (!this.#closed) this[kRequest](FrameType.UNSUBSCRIBE, { endpoint: subscription.endpoint }).catch(() => {});
   }
 
   /**
@@ -444,15 +552,15 @@ export class LeaseClient implements AsyncDisposable, Disposable {
     if (!Number.isSafeInteger(options.ttlMs) || options.ttlMs < 1) throw new QbunArgumentError(`ttlMs must be a positive integer, got ${options.ttlMs}`);
     const signals = [options.signal, options.timeoutMs !== undefined ? AbortSignal.timeout(options.timeoutMs) : undefined].filter((s) => s !== undefined);
     const signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
-    const reply = await this.request(FrameType.ACQUIRE, { leaseClass, ttlMs: options.ttlMs, wait: options.wait ?? true }, signal, leaseClass);
+    const reply = await this[kRequest](FrameType.ACQUIRE, { leaseClass, ttlMs: options.ttlMs, wait: options.wait ?? true }, signal, leaseClass);
     const body = parseJson(FrameType.REPLY, reply.body);
     if (body.token === undefined || body.ttlMs === undefined) throw new LeaseError("ERR_QBUN_LEASE_PROTOCOL", "the owner granted a lease without a token");
     return this.#adopt(leaseClass, body.token, body.ttlMs);
   }
 
   #adopt(leaseClass: string, token: number, ttlMs: number): Lease {
-    const lease = new Lease(this, leaseClass, token, ttlMs);
-    this.#leases.get(leaseClass)?.markLost("revoked");
+    const lease = new Lease(CONSTRUCT, this, leaseClass, token, ttlMs);
+    this.#leases.get(leaseClass)?.[kMarkLost]("revoked");
     this.#leases.set(leaseClass, lease);
     return lease;
   }
@@ -461,11 +569,14 @@ export class LeaseClient implements AsyncDisposable, Disposable {
    * Ask the owner to write `bytes` at `offset` of `endpoint`. Accepted only
    * while this client holds the write lease with `token`, and only inside
    * the region; the owner applies it atomically for readers and answers
-   * with the new sequence.
+   * with the new sequence. With `options.epoch`, it is refused
+   * (`ERR_QBUN_LEASE_STALE_EPOCH`) unless the region is still at that epoch.
    */
-  async write(endpoint: string, offset: number, bytes: Uint8Array, token: number): Promise<WriteAck> {
+  async write(endpoint: string, offset: number, bytes: Uint8Array, token: number, options: WriteOptions = {}): Promise<WriteAck> {
     if (!Number.isSafeInteger(offset) || offset < 0) throw new QbunArgumentError(`offset must be a non-negative integer, got ${offset}`);
     if (!Number.isSafeInteger(token) || token < 0) throw new QbunArgumentError(`token must be a non-negative integer, got ${token}`);
+    const epoch = options.epoch ?? 0;
+    if (!Number.isInteger(epoch) || epoch < 0 || epoch > 0xffffffff) throw new QbunArgumentError(`epoch must be an integer from 0 to 2^32-1, got ${epoch}`);
     if (!(bytes instanceof Uint8Array)) throw new QbunArgumentError("bytes must be a Uint8Array");
     if (bytes.length > MAX_WRITE_BYTES) throw new QbunArgumentError(`a write carries at most ${MAX_WRITE_BYTES} bytes, got ${bytes.length}: split it (each part is atomic on its own)`);
     let name = this.#names.get(endpoint);
@@ -474,12 +585,15 @@ export class LeaseClient implements AsyncDisposable, Disposable {
       this.#names.set(endpoint, (name = nameBytes(endpoint)));
     }
     const id = this.#newRequest();
-    const reply = await this.#exchange(id, encodeWrite(id, name, offset, token, bytes));
+    const reply = await this.#exchange(id, encodeWrite(id, name, offset, token, epoch, bytes));
     if (reply.type !== FrameType.ACK) throw new LeaseError("ERR_QBUN_LEASE_PROTOCOL", `expected an ACK, got frame type ${reply.type}`);
     return decodeAck(reply.body);
   }
 
-  /** Call `listener` for every lease announcement; returns a function that removes it. */
+  /**
+   * Call `listener` for every lease announcement on the classes the owner's
+   * policy lets this client lease; returns a function that removes it.
+   */
   onLeaseEvent(listener: Listener<LeaseEvent>): () => void {
     this.#leaseListeners.add(listener);
     return () => this.#leaseListeners.delete(listener);
@@ -491,8 +605,8 @@ export class LeaseClient implements AsyncDisposable, Disposable {
     return id;
   }
 
-  /** @internal send a JSON request and wait for its REPLY (an ERROR rejects). */
-  request<T extends RequestType>(
+  /** Send a JSON request and wait for its REPLY (an ERROR rejects). */
+  [kRequest]<T extends RequestType>(
     type: T,
     body: BodyOf<T>,
     signal?: AbortSignal,
@@ -509,7 +623,7 @@ export class LeaseClient implements AsyncDisposable, Disposable {
       const onAbort = () => {
         // Tell the owner to drop the queued acquire; a grant already on its way is released on arrival.
         pending.abandoned = true;
-        if (!this.#closed) {
+        if (!this.#closed && leaseClass !== undefined) {
           try {
             this.#channel.send(encodeJson(FrameType.CANCEL, 0, { requestId: id }));
           } catch {
@@ -543,6 +657,8 @@ export class LeaseClient implements AsyncDisposable, Disposable {
   #onFrame(bytes: Uint8Array, fds: OwnedFd[]): void {
     try {
       const frame = decodeFrame(bytes);
+      const expectedFds = frame.type === FrameType.LOCATOR ? 1 : 0;
+      if (fds.length !== expectedFds) throw new LeaseError("ERR_QBUN_LEASE_PROTOCOL", `frame type ${frame.type} came with ${fds.length} fds, expected ${expectedFds}`);
       switch (frame.type) {
         case FrameType.REPLY:
         case FrameType.ACK:
@@ -553,23 +669,23 @@ export class LeaseClient implements AsyncDisposable, Disposable {
           const fd = fds.shift();
           if (!fd) throw new LeaseError("ERR_QBUN_LEASE_PROTOCOL", "a locator arrived without its fd");
           const subscription = this.#subscriptions.get(locator.endpoint);
-          if (subscription) subscription.attach(locator, fd);
+          if (subscription) subscription[kAttach](locator, fd);
           else fd.close(); // unsubscribed meanwhile
           return;
         }
         case FrameType.EPOCH_INVALID: {
           const body = parseJson(FrameType.EPOCH_INVALID, frame.body);
           const subscription = this.#subscriptions.get(body.endpoint);
-          subscription?.invalidate(body.epoch);
+          subscription?.[kInvalidate](body.epoch);
           if (subscription && body.next === 0) {
             this.#subscriptions.delete(body.endpoint);
-            subscription.end(new LeaseError("ERR_QBUN_LEASE_UNKNOWN_ENDPOINT", `the owner stopped serving ${body.endpoint}`));
+            subscription[kEnd](new LeaseError("ERR_QBUN_LEASE_UNKNOWN_ENDPOINT", `the owner stopped serving ${body.endpoint}`));
           }
           return;
         }
         case FrameType.WRITTEN: {
           const event = decodeWritten(frame.body);
-          this.#subscriptions.get(event.endpoint)?.written(event);
+          this.#subscriptions.get(event.endpoint)?.[kWritten](event);
           return;
         }
         case FrameType.LEASE_EVENT: {
@@ -577,16 +693,16 @@ export class LeaseClient implements AsyncDisposable, Disposable {
           const mine = this.#leases.get(event.leaseClass);
           if (mine && mine.token === event.token && event.event !== "granted") {
             this.#leases.delete(event.leaseClass);
-            mine.markLost(event.event);
+            mine[kMarkLost](event.event);
           }
-          for (const listener of this.#leaseListeners) listener(event);
+          emit(this.#leaseListeners, event);
           return;
         }
         default:
           throw new LeaseError("ERR_QBUN_LEASE_PROTOCOL", `unknown frame type ${frame.type} from the owner`);
       }
     } catch (error) {
-      // An owner that breaks the protocol (or a region we cannot map) ends this client.
+      // An owner that breaks the protocol (or a region we cannot map) ends this client. (Listeners' errors never get here.)
       this.#end(error instanceof Error ? error : new Error(String(error)));
       this.#channel.close();
     } finally {
@@ -606,7 +722,7 @@ export class LeaseClient implements AsyncDisposable, Disposable {
     if (pending.abandoned && pending.leaseClass !== undefined && frame.type === FrameType.REPLY) {
       // A grant that crossed our cancel: give it back at once.
       const body = parseJson(FrameType.REPLY, frame.body);
-      if (body.token !== undefined) this.request(FrameType.RELEASE, { leaseClass: pending.leaseClass, token: body.token }).catch(() => {});
+      if (body.token !== undefined) this[kRequest](FrameType.RELEASE, { leaseClass: pending.leaseClass, token: body.token }).catch(() => {});
       return;
     }
     pending.resolve(frame);
@@ -619,9 +735,9 @@ export class LeaseClient implements AsyncDisposable, Disposable {
     const gone = error instanceof LeaseError ? error : new LeaseError("ERR_QBUN_LEASE_DISCONNECTED", `disconnected from the owner: ${error.message}`);
     for (const pending of this.#pending.values()) pending.reject(gone);
     this.#pending.clear();
-    for (const subscription of this.#subscriptions.values()) subscription.end(gone);
+    for (const subscription of this.#subscriptions.values()) subscription[kEnd](gone);
     this.#subscriptions.clear();
-    for (const lease of this.#leases.values()) lease.markLost("revoked");
+    for (const lease of this.#leases.values()) lease[kMarkLost]("revoked");
     this.#leases.clear();
   }
 
@@ -642,6 +758,37 @@ export class LeaseClient implements AsyncDisposable, Disposable {
   }
 }
 
-function checkName(name: string, what: string): void {
-  if (!isValidName(name)) throw new QbunArgumentError(`invalid ${what} ${JSON.stringify(name)}: use 1-128 of A-Z a-z 0-9 . _ : @ / -`);
+/** `promise`, or the signal's reason as soon as it aborts (the promise itself carries on). */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (error) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
+/** A timer wait that an abort cuts short. */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
 }

@@ -21,8 +21,10 @@ export type LeaseErrorCode =
   | "ERR_QBUN_LEASE_UNKNOWN_ENDPOINT"
   /** The region was replaced (a new epoch began); wait for the new locator. */
   | "ERR_QBUN_LEASE_STALE_EPOCH"
-  /** A read kept overlapping writes; retry later (see {@link Subscription.read}). */
+  /** A synchronous read kept overlapping writes; use the async `Subscription.read()`, which waits for the next write notification. */
   | "ERR_QBUN_LEASE_CONTENDED"
+  /** The owner ran out of a resource (e.g. file descriptors) answering this request; the connection stays up: retry later. */
+  | "ERR_QBUN_LEASE_UNAVAILABLE"
   /** A peer sent bytes that do not follow the protocol. */
   | "ERR_QBUN_LEASE_PROTOCOL"
   /** The connection to the owner (or the client) ended. */
@@ -37,6 +39,7 @@ const KNOWN = new Set<string>([
   "ERR_QBUN_LEASE_UNKNOWN_ENDPOINT",
   "ERR_QBUN_LEASE_STALE_EPOCH",
   "ERR_QBUN_LEASE_CONTENDED",
+  "ERR_QBUN_LEASE_UNAVAILABLE",
   "ERR_QBUN_LEASE_PROTOCOL",
   "ERR_QBUN_LEASE_DISCONNECTED",
 ]);
@@ -53,6 +56,7 @@ export function isLeaseErrorCode(code: string): code is LeaseErrorCode {
 export class LeaseError extends Error {
   /** Why the operation failed. */
   readonly code: LeaseErrorCode;
+  /** An error with a stable `code` and a message that says what to do. */
   constructor(code: LeaseErrorCode, message: string) {
     super(message);
     this.name = "LeaseError";

@@ -4,6 +4,9 @@
  * (`memory-write`, `input`, `power`). At most one holder per class; every
  * grant takes the next token from one counter, so a token seen later is
  * always larger, and a holder that lost its lease cannot pass for the new one.
+ * The counter starts at the owner's wall clock in microseconds, so tokens
+ * keep growing across owner restarts too (as long as the clock does not go
+ * back and fewer than a million grants are made per second on average).
  * @module
  */
 
@@ -48,14 +51,18 @@ interface ClassState {
   readonly waiters: Waiter[];
 }
 
+/** Most acquires one class may have queued; further ones are refused as busy. */
+export const MAX_WAITERS_PER_CLASS = 256;
+
 /** The lease table of one owner. */
 export class LeaseTable implements Disposable {
   readonly #classes = new Map<string, ClassState>();
   readonly #hooks: LeaseTableHooks;
-  #lastToken = 0;
+  #lastToken: number;
 
-  constructor(hooks: LeaseTableHooks) {
+  constructor(hooks: LeaseTableHooks, firstToken = Date.now() * 1000) {
     this.#hooks = hooks;
+    this.#lastToken = firstToken - 1;
   }
 
   #state(leaseClass: string): ClassState {
@@ -76,11 +83,16 @@ export class LeaseTable implements Disposable {
     return this.#grant(leaseClass, state, holder, ttlMs);
   }
 
-  /** Queue a waiter (first come, first served); it is granted when the class frees up. */
-  enqueue(leaseClass: string, waiter: Waiter): void {
+  /**
+   * Queue a waiter (first come, first served); it is granted when the class
+   * frees up. False (nothing queued) when {@link MAX_WAITERS_PER_CLASS} wait already.
+   */
+  enqueue(leaseClass: string, waiter: Waiter): boolean {
     const state = this.#state(leaseClass);
+    if (state.waiters.length >= MAX_WAITERS_PER_CLASS) return false;
     state.waiters.push(waiter);
     if (!state.grant) this.#grantNext(leaseClass, state);
+    return true;
   }
 
   /** Remove a queued waiter (cancelled or timed out); false if it was not queued. */
@@ -145,6 +157,7 @@ export class LeaseTable implements Disposable {
     state.timer = setTimeout(() => {
       if (state.grant === grant) this.#end(leaseClass, "expired");
     }, Math.max(0, grant.expiresAt - Date.now()));
+    state.timer.unref(); // a lease alone must not keep the owner's process alive
   }
 
   #end(leaseClass: string, reason: LeaseEndReason): void {

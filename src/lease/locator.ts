@@ -14,12 +14,16 @@
  * Numbers are f64 holding safe integers: JS reads them without BigInt.
  * @module
  */
+import { QbunArgumentError } from "../../ffi/errors.ts";
 import { LeaseError } from "./errors.ts";
 
 /** One piece of the region: logical bytes [offset, offset + length) live at `fileOffset` in the file. */
 export interface Segment {
+  /** First logical byte of the region this segment holds. */
   readonly offset: number;
+  /** Bytes in the segment (at least 1). */
   readonly length: number;
+  /** Where those bytes start in the file. */
   readonly fileOffset: number;
 }
 
@@ -55,10 +59,17 @@ export const MAX_SEGMENTS = 1024;
 export const HEADER_SIZE = 64;
 /** What endpoint and lease-class names look like. */
 export const NAME_PATTERN = /^[A-Za-z0-9._:@/-]{1,128}$/;
+/** The name rule in words, for error messages. */
+export const NAME_RULE = "use 1-128 of A-Z a-z 0-9 . _ : @ / -";
 
 /** Whether `name` is a valid endpoint or lease-class name (1-128 of `A-Z a-z 0-9 . _ : @ / -`). */
 export function isValidName(name: unknown): name is string {
   return typeof name === "string" && NAME_PATTERN.test(name);
+}
+
+/** Throw a {@link QbunArgumentError} naming `what` unless `name` follows the name rule. */
+export function checkName(name: unknown, what: string): asserts name is string {
+  if (!isValidName(name)) throw new QbunArgumentError(`invalid ${what} ${JSON.stringify(name)}: ${NAME_RULE}`);
 }
 
 const encoder = new TextEncoder();

@@ -6,20 +6,21 @@
  * same session code on the same frames.
  * @module
  */
-import { QbunArgumentError } from "../../ffi/errors.ts";
+import { ClosedError, QbunArgumentError } from "../../ffi/errors.ts";
 import type { OwnedFd } from "../../ffi/fd.ts";
 import { UnixListener, type AddressInput, type Credentials, type UnixSeqpacket } from "../unix/index.ts";
 import { AuditLog, type AuditAction, type AuditPeer, type AuditSink } from "./audit.ts";
 import { isLeaseErrorCode, LeaseError, type LeaseErrorCode } from "./errors.ts";
-import { LeaseTable, type Grant, type LeaseEndReason, type TokenCheck, type Waiter } from "./lease.ts";
-import { encodeLocator, isValidName } from "./locator.ts";
+import { LeaseTable, MAX_WAITERS_PER_CLASS, type Grant, type LeaseEndReason, type TokenCheck, type Waiter } from "./lease.ts";
+import { checkName, encodeLocator } from "./locator.ts";
 import { CapabilityPolicy } from "./policy.ts";
 import {
-  decodeFrame, decodeWrite, encodeAck, encodeJson, encodeRaw, encodeWritten, FrameType, nameBytes, parseJson,
+  decodeFrame, decodeWrite, encodeAck, encodeJson, encodeRaw, encodeWritten, FrameType, nameBytes, parseJson, type LeaseEventKind,
 } from "./protocol.ts";
 import { OwnedRegion } from "./region.ts";
 import { inProcessPair, ownCredentials, SeqpacketChannel, type Channel } from "./transport.ts";
 import { LeaseClient } from "./client.ts";
+import { CONSTRUCT } from "./internal.ts";
 
 /** The lease class whose holder may write (unless the owner is told otherwise). */
 export const MEMORY_WRITE = "memory-write";
@@ -32,9 +33,15 @@ export interface LeaseOwnerOptions {
   audit?: AuditLog | AuditSink;
   /** The lease class that authorises writes (default `"memory-write"`). */
   writeClass?: string;
-  /** Longest lease a client may ask for, in ms (default 60 000). */
+  /** Longest lease a client may ask for, in ms: an integer from 1 to 86 400 000 (default 60 000). */
   maxTtlMs?: number;
 }
+
+/** Most acquires one client may have waiting at once; more are refused as busy. */
+export const MAX_QUEUED_ACQUIRES_PER_CLIENT = 16;
+/** Pause after a failed accept (e.g. out of fds) before trying again, doubling up to {@link ACCEPT_BACKOFF_MAX_MS}. */
+const ACCEPT_BACKOFF_MS = 50;
+const ACCEPT_BACKOFF_MAX_MS = 2000;
 
 /** Options for {@link LeaseOwner.createRegion}. */
 export interface RegionOptions {
@@ -66,14 +73,14 @@ export interface LocalConnectOptions {
   identity?: Credentials;
 }
 
-interface Subscription {
+interface SubscriberState {
   readonly notifyWrites: boolean;
 }
 
 interface Endpoint {
   region: OwnedRegion;
   readonly nameBytes: Uint8Array;
-  readonly subscribers: Map<Session, Subscription>;
+  readonly subscribers: Map<Session, SubscriberState>;
 }
 
 /** One connected client, as the owner sees it. */
@@ -112,6 +119,7 @@ export class LeaseOwner implements AsyncDisposable, Disposable {
   #nextSession = 1;
   #closed = false;
 
+  /** An owner with no regions yet: add them with {@link LeaseOwner.createRegion}, serve with {@link LeaseOwner.listen} or {@link LeaseOwner.connect}. */
   constructor(options: LeaseOwnerOptions = {}) {
     this.#policy = options.policy ?? CapabilityPolicy.sameUser();
     if (options.audit instanceof AuditLog) {
@@ -122,8 +130,11 @@ export class LeaseOwner implements AsyncDisposable, Disposable {
       this.#ownsAudit = true;
     }
     this.#writeClass = options.writeClass ?? MEMORY_WRITE;
-    if (!isValidName(this.#writeClass)) throw new QbunArgumentError(`invalid write lease class ${JSON.stringify(this.#writeClass)}`);
+    checkName(this.#writeClass, "write lease class");
     this.#maxTtl = options.maxTtlMs ?? 60_000;
+    if (!Number.isSafeInteger(this.#maxTtl) || this.#maxTtl < 1 || this.#maxTtl > 86_400_000) {
+      throw new QbunArgumentError(`maxTtlMs must be an integer from 1 to 86400000 (one day), got ${this.#maxTtl}`);
+    }
     this.#leases = new LeaseTable({ ended: (grant, reason) => this.#leaseEnded(grant, reason) });
   }
 
@@ -150,7 +161,7 @@ export class LeaseOwner implements AsyncDisposable, Disposable {
   /** Serve a new region (epoch 1). */
   createRegion(endpoint: string, options: RegionOptions): void {
     this.#open();
-    if (!isValidName(endpoint)) throw new QbunArgumentError(`invalid endpoint name ${JSON.stringify(endpoint)}: use 1-128 of A-Z a-z 0-9 . _ : @ / -`);
+    checkName(endpoint, "endpoint name");
     if (this.#endpoints.has(endpoint)) throw new QbunArgumentError(`endpoint ${endpoint} is already served: use replaceRegion to change it`);
     const region = OwnedRegion.create(endpoint, 1, options.size, options.initial);
     this.#endpoints.set(endpoint, { region, nameBytes: nameBytes(endpoint), subscribers: new Map() });
@@ -168,7 +179,7 @@ export class LeaseOwner implements AsyncDisposable, Disposable {
     if (!entry) throw new QbunArgumentError(`endpoint ${endpoint} is not served`);
     const old = entry.region;
     const size = options.size ?? old.size;
-    const initial = options.copy === false ? options.initial : old.snapshot();
+    const initial = options.copy === false ? options.initial : old; // copied mapping to mapping
     const epoch = (old.epoch + 1) >>> 0 || 1;
     const region = OwnedRegion.create(endpoint, epoch, size, initial);
     entry.region = region;
@@ -176,9 +187,33 @@ export class LeaseOwner implements AsyncDisposable, Disposable {
     old.close(); // readers keep their own mappings of the old epoch until they drop them
     this.#audit.record(null, "epoch", endpoint, "ok", { epoch, previous: old.epoch, size });
     const invalid = encodeJson(FrameType.EPOCH_INVALID, 0, { endpoint, epoch: old.epoch, next: epoch });
-    for (const session of entry.subscribers.keys()) {
-      this.#send(session, invalid);
-      this.#sendLocator(session, region);
+    for (const session of entry.subscribers.keys()) this.#send(session, invalid);
+    if (entry.subscribers.size === 0) return epoch;
+    // One read-only fd for everyone: the kernel gives each receiver its own copy.
+    let fd: OwnedFd | undefined;
+    try {
+      fd = region.readOnlyFd();
+    } catch (error) {
+      // Out of fds: the subscribers cannot follow the new epoch; end their subscriptions rather than leave them waiting.
+      this.#audit.record(null, "epoch", endpoint, "refused", { epoch, error: errorText(error) });
+      const gone = encodeJson(FrameType.EPOCH_INVALID, 0, { endpoint, epoch, next: 0 });
+      for (const session of entry.subscribers.keys()) this.#send(session, gone);
+      entry.subscribers.clear();
+      return epoch;
+    }
+    try {
+      const frame = encodeRaw(FrameType.LOCATOR, 0, encodeLocator(region.locator()));
+      for (const session of [...entry.subscribers.keys()]) {
+        try {
+          this.#sendOrThrow(session, frame, [fd]);
+        } catch (error) {
+          this.#audit.record(session.audit, "subscribe", endpoint, "refused", { epoch, error: errorText(error) });
+          this.#send(session, encodeJson(FrameType.EPOCH_INVALID, 0, { endpoint, epoch, next: 0 }));
+          entry.subscribers.delete(session);
+        }
+      }
+    } finally {
+      fd.close();
     }
     return epoch;
   }
@@ -193,6 +228,7 @@ export class LeaseOwner implements AsyncDisposable, Disposable {
     this.#audit.record(null, "epoch", endpoint, "ok", { epoch: 0, previous: entry.region.epoch, removed: true });
     const invalid = encodeJson(FrameType.EPOCH_INVALID, 0, { endpoint, epoch: entry.region.epoch, next: 0 });
     for (const session of entry.subscribers.keys()) this.#send(session, invalid);
+    entry.subscribers.clear();
   }
 
   /**
@@ -203,11 +239,28 @@ export class LeaseOwner implements AsyncDisposable, Disposable {
     this.#open();
     const listener = UnixListener.listen(address, { type: "seqpacket", ...(options.mode !== undefined ? { mode: options.mode } : {}) });
     this.#listeners.add(listener);
-    void (async () => {
-      for await (const socket of listener) this.#adoptSocket(socket);
-      this.#listeners.delete(listener);
-    })();
+    void this.#acceptLoop(listener);
     return listener;
+  }
+
+  /** Accept until the listener closes; a failed accept (e.g. EMFILE) is audited and retried after a pause, never thrown. */
+  async #acceptLoop(listener: UnixListener<"seqpacket">): Promise<void> {
+    let backoff = ACCEPT_BACKOFF_MS;
+    while (!listener.closed) {
+      let socket: UnixSeqpacket;
+      try {
+        socket = await listener.accept();
+      } catch (error) {
+        if (error instanceof ClosedError || listener.closed) break;
+        this.#audit.record(null, "accept", "", "refused", { error: errorText(error), retryInMs: backoff });
+        await Bun.sleep(backoff); // the pending connection stays in the backlog: waiting for readability would spin
+        backoff = Math.min(backoff * 2, ACCEPT_BACKOFF_MAX_MS);
+        continue;
+      }
+      backoff = ACCEPT_BACKOFF_MS;
+      this.#adoptSocket(socket);
+    }
+    this.#listeners.delete(listener);
   }
 
   #adoptSocket(socket: UnixSeqpacket): void {
@@ -226,7 +279,7 @@ export class LeaseOwner implements AsyncDisposable, Disposable {
     this.#open();
     const [ownerSide, clientSide] = inProcessPair(options.identity ?? ownCredentials());
     this.#startSession(ownerSide);
-    return new LeaseClient(clientSide);
+    return new LeaseClient(CONSTRUCT, clientSide);
   }
 
   #startSession(channel: Channel): void {
@@ -281,15 +334,17 @@ export class LeaseOwner implements AsyncDisposable, Disposable {
           throw new LeaseError("ERR_QBUN_LEASE_PROTOCOL", `unknown frame type ${frame.type}`);
       }
     } catch (error) {
-      // A peer that breaks the protocol is told why and disconnected; everyone else carries on.
-      const message = error instanceof Error ? error.message : String(error);
-      this.#audit.record(session.audit, "protocol", "", "refused", { error: message });
+      const message = errorText(error);
       if (error instanceof LeaseError && error.code === "ERR_QBUN_LEASE_PROTOCOL") {
+        // A peer that breaks the protocol is told why and disconnected; everyone else carries on.
+        this.#audit.record(session.audit, "protocol", "", "refused", { error: message });
         this.#refuse(session, requestId, "ERR_QBUN_LEASE_PROTOCOL", message);
+        session.channel.close();
       } else {
-        this.#refuse(session, requestId, "ERR_QBUN_LEASE_PROTOCOL", `owner failed on this request: ${message}`);
+        // Our own failure (e.g. out of fds): the request is answered, the well-behaved client stays connected.
+        this.#audit.record(session.audit, "protocol", "", "refused", { code: "ERR_QBUN_LEASE_UNAVAILABLE", error: message });
+        this.#refuse(session, requestId, "ERR_QBUN_LEASE_UNAVAILABLE", `the owner could not serve this request (${message}); retry later`);
       }
-      session.channel.close();
     }
   }
 
@@ -299,19 +354,18 @@ export class LeaseOwner implements AsyncDisposable, Disposable {
     if (!this.#policy.allows(session.channel.peer, "subscribe", body.endpoint)) {
       return this.#deny(session, requestId, "subscribe", body.endpoint, "ERR_QBUN_LEASE_REFUSED", `the policy does not let uid ${session.audit.uid} subscribe to ${body.endpoint}`);
     }
-    entry.subscribers.set(session, { notifyWrites: body.notifyWrites });
-    this.#audit.record(session.audit, "subscribe", body.endpoint, "granted", { epoch: entry.region.epoch });
-    this.#sendLocator(session, entry.region); // retained: a late subscriber gets the current epoch at once
-    this.#send(session, encodeJson(FrameType.REPLY, requestId, { epoch: entry.region.epoch }));
-  }
-
-  #sendLocator(session: Session, region: OwnedRegion): void {
+    // The locator goes out first (retained: a late subscriber gets the current epoch at once); if that fails
+    // (out of fds), the request fails as unavailable and the session is not left half subscribed.
+    const region = entry.region;
     const fd = region.readOnlyFd();
     try {
-      this.#send(session, encodeRaw(FrameType.LOCATOR, 0, encodeLocator(region.locator())), [fd]);
+      this.#sendOrThrow(session, encodeRaw(FrameType.LOCATOR, 0, encodeLocator(region.locator())), [fd]);
     } finally {
       fd.close();
     }
+    entry.subscribers.set(session, { notifyWrites: body.notifyWrites });
+    this.#audit.record(session.audit, "subscribe", body.endpoint, "granted", { epoch: region.epoch });
+    this.#send(session, encodeJson(FrameType.REPLY, requestId, { epoch: region.epoch }));
   }
 
   #onAcquire(session: Session, requestId: number, body: { leaseClass: string; ttlMs: number; wait: boolean }): void {
@@ -320,22 +374,32 @@ export class LeaseOwner implements AsyncDisposable, Disposable {
       return this.#deny(session, requestId, "lease.acquire", leaseClass, "ERR_QBUN_LEASE_REFUSED", `the policy does not let uid ${session.audit.uid} (pid ${session.audit.pid}) take the ${leaseClass} lease`);
     }
     const ttlMs = Math.min(body.ttlMs, this.#maxTtl);
+    const holder = this.#leases.current(leaseClass);
+    if (holder?.holder === session.id) {
+      // Waiting would wait on itself until its own lease expired.
+      return this.#deny(session, requestId, "lease.acquire", leaseClass, "ERR_QBUN_LEASE_BUSY", `you already hold the ${leaseClass} lease (token ${holder.token}): renew it instead of acquiring it again`, { token: holder.token });
+    }
     const granted = (grant: Grant): void => {
       session.waiters.delete(requestId);
       this.#audit.record(session.audit, "lease.acquire", leaseClass, "granted", { token: grant.token, ttlMs: grant.ttlMs });
       this.#send(session, encodeJson(FrameType.REPLY, requestId, { token: grant.token, ttlMs: grant.ttlMs }));
-      this.#broadcast(encodeJson(FrameType.LEASE_EVENT, 0, { leaseClass, event: "granted", token: grant.token }));
+      this.#announce(leaseClass, "granted", grant.token);
     };
     const now = this.#leases.tryAcquire(leaseClass, session.id, ttlMs);
     if (now) return granted(now);
-    const holder = this.#leases.current(leaseClass);
     if (!body.wait) {
       return this.#deny(session, requestId, "lease.acquire", leaseClass, "ERR_QBUN_LEASE_BUSY", `the ${leaseClass} lease is held${holder ? ` (token ${holder.token})` : ""}; wait for it or try later`);
+    }
+    if (session.waiters.size >= MAX_QUEUED_ACQUIRES_PER_CLIENT) {
+      return this.#deny(session, requestId, "lease.acquire", leaseClass, "ERR_QBUN_LEASE_BUSY", `this client already has ${MAX_QUEUED_ACQUIRES_PER_CLIENT} acquires waiting: wait for one of them first`, { queued: session.waiters.size });
     }
     const waiter: Waiter = { holder: session.id, ttlMs, granted };
     session.waiters.set(requestId, { leaseClass, waiter });
     this.#audit.record(session.audit, "lease.acquire", leaseClass, "queued");
-    this.#leases.enqueue(leaseClass, waiter);
+    if (!this.#leases.enqueue(leaseClass, waiter)) {
+      session.waiters.delete(requestId);
+      return this.#deny(session, requestId, "lease.acquire", leaseClass, "ERR_QBUN_LEASE_BUSY", `${MAX_WAITERS_PER_CLASS} acquires of ${leaseClass} are already waiting; try later`);
+    }
   }
 
   #onCancel(session: Session, requestId: number): void {
@@ -362,7 +426,7 @@ export class LeaseOwner implements AsyncDisposable, Disposable {
   }
 
   #onWrite(session: Session, requestId: number, body: Uint8Array): void {
-    const { endpoint, offset, token, data } = decodeWrite(body);
+    const { endpoint, offset, token, epoch, data } = decodeWrite(body);
     const entry = this.#endpoints.get(endpoint);
     if (!entry) return this.#deny(session, requestId, "write", endpoint, "ERR_QBUN_LEASE_UNKNOWN_ENDPOINT", `no region named ${endpoint} is served`);
     if (!this.#policy.allows(session.channel.peer, "write", endpoint)) {
@@ -371,6 +435,9 @@ export class LeaseOwner implements AsyncDisposable, Disposable {
     const check = this.#leases.check(this.#writeClass, session.id, token);
     if (check !== "ok") return this.#tokenRefusal(session, requestId, "write", endpoint, token, check);
     const region = entry.region;
+    if (epoch !== 0 && epoch !== region.epoch) {
+      return this.#deny(session, requestId, "write", endpoint, "ERR_QBUN_LEASE_STALE_EPOCH", `the write was meant for epoch ${epoch} of ${endpoint}, which is now at epoch ${region.epoch}: check the new contents and write again`, { epoch, current: region.epoch, token });
+    }
     if (offset + data.length > region.size) {
       return this.#deny(session, requestId, "write", endpoint, "ERR_QBUN_LEASE_OUT_OF_BOUNDS", `write of ${data.length} bytes at ${offset} is outside the ${region.size}-byte region ${endpoint} (epoch ${region.epoch})`, { offset, length: data.length, token });
     }
@@ -407,12 +474,19 @@ export class LeaseOwner implements AsyncDisposable, Disposable {
   #leaseEnded(grant: Grant, reason: LeaseEndReason): void {
     const action: AuditAction = reason === "released" ? "lease.release" : reason === "expired" ? "lease.expire" : "lease.revoke";
     const holder = this.#sessions.get(grant.holder);
-    this.#audit.record(holder?.audit ?? { session: grant.holder, pid: 0, uid: 0, gid: 0 }, action, grant.leaseClass, "ok", { token: grant.token });
-    this.#broadcast(encodeJson(FrameType.LEASE_EVENT, 0, { leaseClass: grant.leaseClass, event: reason, token: grant.token }));
+    // A session already gone is named by its number only: -1 says "unknown", never a made-up root identity.
+    this.#audit.record(holder?.audit ?? { session: grant.holder, pid: -1, uid: -1, gid: -1 }, action, grant.leaseClass, "ok", { token: grant.token });
+    this.#announce(grant.leaseClass, reason, grant.token);
   }
 
-  #broadcast(frame: Uint8Array): void {
-    for (const session of this.#sessions.values()) this.#send(session, frame);
+  /** Tell the sessions the policy allows this lease class what happened to it (no one else learns of it). */
+  #announce(leaseClass: string, event: LeaseEventKind, token: number): void {
+    let frame: Uint8Array | undefined;
+    for (const session of this.#sessions.values()) {
+      if (!this.#policy.allows(session.channel.peer, "lease", leaseClass)) continue;
+      frame ??= encodeJson(FrameType.LEASE_EVENT, 0, { leaseClass, event, token });
+      this.#send(session, frame);
+    }
   }
 
   #send(session: Session, frame: Uint8Array, fds?: OwnedFd[]): void {
@@ -424,13 +498,23 @@ export class LeaseOwner implements AsyncDisposable, Disposable {
     }
   }
 
+  /** Like #send, but a failure other than a closed channel (e.g. no fd left to dup) is thrown. */
+  #sendOrThrow(session: Session, frame: Uint8Array, fds: OwnedFd[]): void {
+    try {
+      session.channel.send(frame, fds);
+    } catch (error) {
+      if (!session.channel.closed) throw error;
+    }
+  }
+
   #open(): void {
     if (this.#closed) throw new LeaseError("ERR_QBUN_LEASE_DISCONNECTED", "the lease owner is closed");
   }
 
   /**
    * Stop: close listeners and every client connection, stop lease timers,
-   * unmap and close every region (readers keep their own mappings). Idempotent.
+   * retire (audited), unmap and close every region (readers keep their own
+   * mappings; their reads fail as stale). Idempotent.
    */
   close(): void {
     if (this.#closed) return;
@@ -440,7 +524,12 @@ export class LeaseOwner implements AsyncDisposable, Disposable {
     for (const session of [...this.#sessions.values()]) session.channel.close();
     this.#sessions.clear();
     this.#leases.close();
-    for (const entry of this.#endpoints.values()) entry.region.close();
+    for (const [endpoint, entry] of this.#endpoints) {
+      // Readers that still map it see the retired flag: their reads fail as stale instead of showing frozen data as live.
+      entry.region.retire();
+      entry.region.close();
+      this.#audit.record(null, "epoch", endpoint, "ok", { epoch: 0, previous: entry.region.epoch, closed: true });
+    }
     this.#endpoints.clear();
     if (this.#ownsAudit) this.#audit.close();
   }
@@ -454,4 +543,8 @@ export class LeaseOwner implements AsyncDisposable, Disposable {
   async [Symbol.asyncDispose](): Promise<void> {
     this.close();
   }
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

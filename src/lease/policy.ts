@@ -8,6 +8,7 @@
 import * as v from "valibot";
 import { QbunArgumentError } from "../../ffi/errors.ts";
 import type { Credentials } from "../unix/index.ts";
+import { describeIssue } from "./protocol.ts";
 
 /** What a peer asks to do. */
 export type Capability = "subscribe" | "lease" | "write";
@@ -79,11 +80,7 @@ export class CapabilityPolicy {
   /** A policy from rules; the config is validated first (QbunArgumentError naming the bad field). */
   static fromConfig(config: unknown): CapabilityPolicy {
     const parsed = v.safeParse(PolicyConfigSchema, config);
-    if (!parsed.success) {
-      const issue = parsed.issues[0];
-      const path = issue.path?.map((p) => String(p.key)).join(".") ?? "(root)";
-      throw new QbunArgumentError(`invalid policy at ${path}: ${issue.message}`);
-    }
+    if (!parsed.success) throw new QbunArgumentError(`invalid policy at ${describeIssue(parsed.issues, "(root)")}`);
     const rules = parsed.output.rules;
     return new CapabilityPolicy((peer, capability, resource) =>
       rules.some((rule) => {

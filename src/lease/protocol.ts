@@ -7,7 +7,8 @@
  * ```
  * header: 0 u32 magic "QBLS"  4 u8 version (1)  5 u8 type  6 u16 zero
  *         8 u32 request id (0 for events)       12 u32 body length
- * WRITE body:   f64 offset, f64 fencing token, u16 name length, name, data
+ * WRITE body:   f64 offset, f64 fencing token, u32 expected epoch (0: any),
+ *               u16 name length, name, data
  * ACK body:     u32 epoch, u32 sequence
  * WRITTEN body: u32 epoch, u32 sequence, f64 offset, u32 length, u16 name length, name
  * LOCATOR body: an encoded locator (locator.ts); one fd rides along (SCM_RIGHTS)
@@ -19,7 +20,7 @@
  */
 import * as v from "valibot";
 import { LeaseError } from "./errors.ts";
-import { isValidName, NAME_PATTERN } from "./locator.ts";
+import { isValidName, NAME_PATTERN, NAME_RULE } from "./locator.ts";
 
 /** Magic of a frame ("QBLS" little-endian). */
 export const FRAME_MAGIC = 0x534c4251;
@@ -51,7 +52,19 @@ export const FrameType = {
 /** One of {@link FrameType}. */
 export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 
-const name = v.pipe(v.string(), v.regex(NAME_PATTERN, "a name of 1-128 characters from A-Z a-z 0-9 . _ : @ / -"));
+const name = v.pipe(v.string(), v.regex(NAME_PATTERN, `a name: ${NAME_RULE}`));
+
+/** The lease announcements, in the order a lease lives through them. */
+export const LEASE_EVENTS = ["granted", "released", "expired", "revoked"] as const;
+/** One of {@link LEASE_EVENTS}. */
+export type LeaseEventKind = (typeof LEASE_EVENTS)[number];
+
+/** The first valibot issue as "path: message" (`root` names the whole value). */
+export function describeIssue(issues: readonly v.BaseIssue<unknown>[], root: string): string {
+  const issue = issues[0]!;
+  const path = issue.path?.map((p) => String(p.key)).join(".") ?? root;
+  return `${path}: ${issue.message}`;
+}
 const count = v.pipe(v.number(), v.safeInteger(), v.minValue(0));
 const ttl = v.pipe(v.number(), v.safeInteger(), v.minValue(1), v.maxValue(86_400_000));
 
@@ -72,7 +85,7 @@ export const BodySchemas = {
   [FrameType.EPOCH_INVALID]: v.strictObject({ endpoint: name, epoch: count, next: count }),
   [FrameType.LEASE_EVENT]: v.strictObject({
     leaseClass: name,
-    event: v.picklist(["granted", "released", "expired", "revoked"]),
+    event: v.picklist(LEASE_EVENTS),
     token: count,
   }),
 } as const;
@@ -144,11 +157,7 @@ export function parseJson<T extends JsonType>(type: T, body: Uint8Array): BodyOf
     protocol(`frame type ${type}: body is not UTF-8 JSON`);
   }
   const parsed = v.safeParse(BodySchemas[type], raw);
-  if (!parsed.success) {
-    const issue = parsed.issues[0];
-    const path = issue.path?.map((p) => String(p.key)).join(".") ?? "(body)";
-    protocol(`frame type ${type}: ${path}: ${issue.message}`);
-  }
+  if (!parsed.success) protocol(`frame type ${type}: ${describeIssue(parsed.issues, "(body)")}`);
   return parsed.output as BodyOf<T>;
 }
 
@@ -177,31 +186,37 @@ export interface WriteRequest {
   readonly endpoint: string;
   readonly offset: number;
   readonly token: number;
+  /** The epoch the writer means (0: whichever is current). */
+  readonly epoch: number;
   /** Points into the received frame (not copied). */
   readonly data: Uint8Array;
 }
 
 /** Encode a WRITE request. */
-export function encodeWrite(requestId: number, endpointBytes: Uint8Array, offset: number, token: number, data: Uint8Array): Uint8Array {
-  const bodyLength = 18 + endpointBytes.length + data.length;
+export function encodeWrite(requestId: number, endpointBytes: Uint8Array, offset: number, token: number, epoch: number, data: Uint8Array): Uint8Array {
+  const bodyLength = WRITE_FIXED + endpointBytes.length + data.length;
   const out = new Uint8Array(FRAME_HEADER + bodyLength);
   const dv = header(out, FrameType.WRITE, requestId, bodyLength);
   dv.setFloat64(16, offset, true);
   dv.setFloat64(24, token, true);
-  dv.setUint16(32, endpointBytes.length, true);
-  out.set(endpointBytes, 34);
-  out.set(data, 34 + endpointBytes.length);
+  dv.setUint32(32, epoch, true);
+  dv.setUint16(36, endpointBytes.length, true);
+  out.set(endpointBytes, 38);
+  out.set(data, 38 + endpointBytes.length);
   return out;
 }
 
+const WRITE_FIXED = 22;
+
 /** Decode a WRITE body (bounds-checked). */
 export function decodeWrite(body: Uint8Array): WriteRequest {
-  if (body.length < 18) protocol("WRITE body too short");
+  if (body.length < WRITE_FIXED) protocol("WRITE body too short");
   const dv = new DataView(body.buffer, body.byteOffset, body.byteLength);
   const offset = safeAt(dv, 0, "write offset");
   const token = safeAt(dv, 8, "fencing token");
-  const [endpoint, at] = readName(dv, body, 16);
-  return { endpoint, offset, token, data: body.subarray(at) };
+  const epoch = dv.getUint32(16, true);
+  const [endpoint, at] = readName(dv, body, 20);
+  return { endpoint, offset, token, epoch, data: body.subarray(at) };
 }
 
 /** Encode an ACK. */
@@ -222,11 +237,15 @@ export function decodeAck(body: Uint8Array): { epoch: number; sequence: number }
 
 /** A write notification: a write was applied to `endpoint`. */
 export interface WrittenEvent {
+  /** The region written to. */
   readonly endpoint: string;
+  /** The epoch the write went into. */
   readonly epoch: number;
   /** The region's sequence after the write. */
   readonly sequence: number;
+  /** First byte written. */
   readonly offset: number;
+  /** Bytes written. */
   readonly length: number;
 }
 

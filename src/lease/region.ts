@@ -26,7 +26,14 @@
  * The backing is a sealed memfd: after the owner's one writable mapping
  * exists, `future-write`, `grow` and `shrink` seals stop anyone (owner
  * included) from mapping it writable again or resizing it, so a reader can
- * neither write through its fd nor be killed by SIGBUS from a shrink.
+ * neither write through its fd nor be killed by SIGBUS from a shrink. A
+ * reader does not take the locator's word for it: it checks the seals on the
+ * fd it was given, and maps a file that is not sealed with the SIGBUS guard.
+ *
+ * Readers do not spin for long: a copy that overlaps a write is retried for
+ * a few microseconds (a write is one memcpy); after that the synchronous read
+ * gives up with `ERR_QBUN_LEASE_CONTENDED` and the async `Subscription.read()`
+ * waits for the owner's next write notification instead.
  * @module
  */
 import { ClosedError, QbunArgumentError } from "../../ffi/errors.ts";
@@ -85,8 +92,12 @@ export class OwnedRegion implements Disposable {
     this.#data = bytes.subarray(HEADER_SIZE, HEADER_SIZE + size);
   }
 
-  /** Create a sealed region of `size` bytes for `epoch`, filled from `initial` (zeros beyond it). */
-  static create(endpoint: string, epoch: number, size: number, initial?: Uint8Array): OwnedRegion {
+  /**
+   * Create a sealed region of `size` bytes for `epoch`, filled from
+   * `initial` (zeros beyond it), or copied mapping to mapping from the
+   * region it replaces.
+   */
+  static create(endpoint: string, epoch: number, size: number, initial?: Uint8Array | OwnedRegion): OwnedRegion {
     if (!Number.isSafeInteger(size) || size < 1 || size > MAX_REGION_SIZE) {
       throw new QbunArgumentError(`region size must be an integer from 1 to ${MAX_REGION_SIZE}, got ${size}`);
     }
@@ -96,7 +107,8 @@ export class OwnedRegion implements Disposable {
       mapping = memory.map({ access: "read-write" });
       memory.addSeals(["future-write", "grow", "shrink", "seal"]);
       const region = new OwnedRegion(endpoint, epoch, size, memory, mapping);
-      if (initial) region.#data.set(initial.subarray(0, size));
+      if (initial instanceof OwnedRegion) region.#data.set(initial.#data.subarray(0, size));
+      else if (initial) region.#data.set(initial.subarray(0, size));
       const h = region.#header;
       h[W_MAGIC] = REGION_MAGIC;
       h[W_VERSION] = LAYOUT_VERSION;
@@ -152,11 +164,6 @@ export class OwnedRegion implements Disposable {
     return ((start + 2) | 0) >>> 0;
   }
 
-  /** A copy of the current contents (for carrying them into the next epoch). */
-  snapshot(): Uint8Array {
-    return this.#data.slice();
-  }
-
   /** Mark the region retired (a new epoch replaced it): readers mid-copy see the sequence move and the flag. */
   retire(): void {
     if (this.#mapping.closed) return;
@@ -183,9 +190,19 @@ export class OwnedRegion implements Disposable {
 export interface ReadConsistentOptions {
   /** Copy into this buffer (its length must be at least `length`) instead of a new one. */
   into?: Uint8Array;
-  /** Copies to try before giving up with `ERR_QBUN_LEASE_CONTENDED` (default 10 000). */
+  /**
+   * Most copies to try while writes overlap (default 16). Whatever the
+   * count, retrying stops after about {@link READ_SPIN_MICROS} µs; then the
+   * read fails with `ERR_QBUN_LEASE_CONTENDED`. Use the async
+   * `Subscription.read()` to wait for the next write notification instead.
+   */
   attempts?: number;
 }
+
+/** How long a synchronous read retries a copy that overlapped a write (a write is one memcpy). */
+export const READ_SPIN_MICROS = 50;
+const READ_SPIN_MS = READ_SPIN_MICROS / 1000;
+const REQUIRED_SEALS = ["shrink", "grow", "future-write"] as const;
 
 /**
  * A reader's read-only mapping of one region epoch, made from a locator and
@@ -202,12 +219,14 @@ export class RegionView implements Disposable {
   readonly #memory: SharedMemory;
   readonly #mapping: Mapping;
   readonly #bytes: ReadonlyBytes;
+  readonly #guarded: boolean;
 
-  private constructor(locator: Locator, memory: SharedMemory, mapping: Mapping) {
+  private constructor(locator: Locator, memory: SharedMemory, mapping: Mapping, guarded: boolean) {
     this.locator = locator;
     this.#memory = memory;
     this.#mapping = mapping;
     this.#bytes = mapping.view; // bounds-checked, throws ClosedError once unmapped
+    this.#guarded = guarded;
   }
 
   /** Header word `index` (a 32-bit aligned load). */
@@ -217,20 +236,29 @@ export class RegionView implements Disposable {
 
   /**
    * Map the region: checks that the fd is at least as large as the locator
-   * says (else a read would fault), maps it read-only, and checks the header
-   * against the locator. Takes ownership of `fd`, closing it on failure.
+   * says (else a read would fault), that a file the locator calls sealed
+   * really carries the shrink, grow and future-write seals, maps it
+   * read-only (with the SIGBUS guard when it is not sealed), and checks the
+   * header against the locator. Takes ownership of `fd`, closing it on failure.
    */
   static attach(locator: Locator, fd: OwnedFd): RegionView {
     const memory = SharedMemory.fromFd(fd);
     let mapping: Mapping | undefined;
     try {
       if (!locator.sequenced) throw new LeaseError("ERR_QBUN_LEASE_PROTOCOL", "this reader needs a sequenced region (a header with a sequence counter)");
+      if (locator.sealed) {
+        const seals = memory.seals;
+        const missing = REQUIRED_SEALS.filter((seal) => !seals.includes(seal));
+        if (missing.length) throw new LeaseError("ERR_QBUN_LEASE_PROTOCOL", `the locator says the region is sealed, but its file lacks the ${missing.join(", ")} seal(s): refusing to map it`);
+      }
       const actual = memory.size;
       if (actual < locator.fileSize || locator.fileSize < HEADER_SIZE) {
         throw new LeaseError("ERR_QBUN_LEASE_PROTOCOL", `the region file has ${actual} bytes, the locator claims ${locator.fileSize}`);
       }
-      mapping = memory.map({ access: "read-only", length: locator.fileSize });
-      const view = new RegionView(locator, memory, mapping);
+      // An unsealed file can shrink under us: the guard turns the SIGBUS that would kill us into zeros we detect.
+      const guarded = !locator.sealed;
+      mapping = memory.map({ access: "read-only", length: locator.fileSize, guard: guarded });
+      const view = new RegionView(locator, memory, mapping, guarded);
       const size = (view.#word(W_SIZE_LO) >>> 0) + (view.#word(W_SIZE_HI) >>> 0) * 2 ** 32;
       if (view.#word(W_MAGIC) !== REGION_MAGIC || view.#word(W_VERSION) !== LAYOUT_VERSION) {
         throw new LeaseError("ERR_QBUN_LEASE_PROTOCOL", "the region file has no valid header (wrong magic or version)");
@@ -301,19 +329,31 @@ export class RegionView implements Disposable {
     }
     const into = options.into ?? new Uint8Array(length);
     if (into.length < length) throw new QbunArgumentError(`'into' has ${into.length} bytes, the read needs ${length}`);
-    const attempts = options.attempts ?? 10_000;
-    for (let attempt = 0; attempt < attempts; attempt++) {
+    const attempts = options.attempts ?? 16;
+    let copies = 0;
+    let deadline = 0;
+    for (;;) {
       const before = this.#word(W_SEQUENCE);
-      if (before & 1) continue; // a write is being copied in right now: it takes a memcpy, not a wait
-      this.#copy(offset, length, into);
-      const after = this.#word(W_SEQUENCE);
-      if (before !== after) continue;
-      if (this.#word(W_FLAGS) & FLAG_RETIRED) {
-        throw new LeaseError("ERR_QBUN_LEASE_STALE_EPOCH", `epoch ${this.epoch} of ${this.locator.endpoint} was replaced: read from the new locator`);
+      if ((before & 1) === 0) {
+        this.#copy(offset, length, into);
+        copies++;
+        const after = this.#word(W_SEQUENCE);
+        if (before === after) {
+          if (this.#word(W_FLAGS) & FLAG_RETIRED) {
+            throw new LeaseError("ERR_QBUN_LEASE_STALE_EPOCH", `epoch ${this.epoch} of ${this.locator.endpoint} was replaced: read from the new locator`);
+          }
+          if (this.#guarded && this.#mapping.faulted) {
+            throw new LeaseError("ERR_QBUN_LEASE_PROTOCOL", `the region file of ${this.locator.endpoint} shrank under the mapping (it is not sealed): the owner is misbehaving`);
+          }
+          return { bytes: into, sequence: after >>> 0, epoch: this.epoch };
+        }
       }
-      return { bytes: into, sequence: after >>> 0, epoch: this.epoch };
+      // A write overlapped (or is being copied in right now): retry for a few microseconds only.
+      const now = performance.now();
+      if (deadline === 0) deadline = now + READ_SPIN_MS;
+      if (copies >= attempts || now > deadline) break;
     }
-    throw new LeaseError("ERR_QBUN_LEASE_CONTENDED", `${attempts} copies of ${this.locator.endpoint} all overlapped a write; try again after the next write notification`);
+    throw new LeaseError("ERR_QBUN_LEASE_CONTENDED", `reads of ${this.locator.endpoint} kept overlapping writes (${copies} copies in ~${READ_SPIN_MICROS} µs): use the async read(), which waits for the next write notification`);
   }
 
   /** Copy logical bytes through the segment table. */

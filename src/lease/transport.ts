@@ -141,7 +141,11 @@ export class SeqpacketChannel implements Channel {
     try {
       for (;;) {
         const message = await this.#socket.receive({ maxBytes: MAX_FRAME, maxFds: 2 });
-        if (message === null || this.#closed) break;
+        if (message === null) break;
+        if (this.#closed) {
+          for (const fd of message.fds) fd.close(); // arrived as we closed: nobody will take them
+          break;
+        }
         if (message.truncated || message.controlTruncated) {
           for (const fd of message.fds) fd.close();
           throw new LeaseError("ERR_QBUN_LEASE_PROTOCOL", `peer ${this.peer.pid} sent a message over ${MAX_FRAME} bytes or with too many fds`);
