@@ -3,6 +3,7 @@
  * server: payload building, the --json shape, errors and exit codes.
  */
 import { afterAll, describe, expect, test } from "bun:test";
+import { Deadline } from "../cli/connect.ts";
 import { removeCBuilds } from "./helpers/peers.ts";
 import { json, qbun, SERVER_KINDS, shmEntriesOf, startServer } from "./cli-support.ts";
 
@@ -83,5 +84,83 @@ describe("qbun call usage", () => {
     expect(ran.exitCode).toBe(0);
     expect(ran.stdout).toContain("Usage: qbun call [options] SERVICE ID [PAYLOAD]");
     for (const flag of ["--hex HEX", "--u32 N", "--i32 N", "--timeout MS", "--json"]) expect(ran.stdout).toContain(flag);
+  });
+});
+
+/**
+ * A "service" that accepts connections on libqb's padded abstract name and
+ * never answers the handshake (Python, no qbun code). Printed READY once listening.
+ */
+async function silentService(name: string): Promise<AsyncDisposable> {
+  const script = [
+    "import socket, sys",
+    "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)",
+    `s.bind(b"\\0" + ${JSON.stringify(name)}.encode().ljust(107, b"\\0"))`,
+    "s.listen(8)",
+    'print("READY", flush=True)',
+    "held = []",
+    "while True:",
+    "    held.append(s.accept()[0])",
+  ].join("\n");
+  const proc = Bun.spawn(["python3", "-c", script], { stdout: "pipe", stderr: "inherit" });
+  const reader = proc.stdout.getReader();
+  expect(new TextDecoder().decode((await reader.read()).value)).toContain("READY");
+  reader.releaseLock();
+  return {
+    async [Symbol.asyncDispose]() {
+      proc.kill("SIGKILL");
+      await proc.exited;
+    },
+  };
+}
+
+describe("qbun call --json when no response comes", () => {
+  test("refused: one JSON object on stdout (the five keys first, then failure), exit 1", async () => {
+    const ran = await qbun(["call", `qbun-test-${process.pid}-nobody-json`, "1", "--json"]);
+    expect(ran.exitCode).toBe(1);
+    const report = json(ran);
+    expect(Object.keys(report)).toEqual(["error", "size", "data", "encoding", "micros", "failure"]);
+    expect(report).toMatchObject({ error: -111, size: 0, data: "", encoding: "utf8" });
+    expect(report.failure).toStartWith("ECONNREFUSED: ");
+    expect(report.failure).toContain("qbun ls");
+    expect(typeof report.micros).toBe("number");
+    expect(ran.stderr).toContain("ECONNREFUSED");
+  });
+
+  test("a server that accepts but never answers: ETIMEDOUT within the one --timeout, as JSON and as text", async () => {
+    const name = `qbun-test-${process.pid}-silent`;
+    await using _silent = await silentService(name);
+    const ran = await qbun(["call", name, "1", "--timeout", "400", "--json"]);
+    expect(ran.exitCode).toBe(1);
+    const report = json(ran);
+    expect(report).toMatchObject({ error: -110, size: 0, data: "", encoding: "utf8" });
+    expect(report.failure).toStartWith("ETIMEDOUT: ");
+    expect(report.failure).toContain("No connection within 400 ms");
+    expect(report.micros).toBeGreaterThanOrEqual(400_000 * 0.9);
+    const text = await qbun(["call", name, "1", "--timeout", "400"]);
+    expect(text.exitCode).toBe(1);
+    expect(text.stdout).toBe("");
+    expect(text.stderr).toContain("ETIMEDOUT");
+  });
+
+  test("SLOW beyond --timeout after connecting: ETIMEDOUT in the JSON too", async () => {
+    await using server = await startServer("qbun");
+    const ran = await qbun(["call", server.service, "5", "--u32", "3000", "--timeout", "300", "--json"]);
+    expect(ran.exitCode).toBe(1);
+    expect(json(ran)).toMatchObject({ error: -110, size: 0, data: "", encoding: "utf8", failure: expect.stringMatching(/^ETIMEDOUT: /) });
+  });
+});
+
+describe("one deadline for connect and request", () => {
+  test("what is left shrinks as time passes, never below 1 ms, and the signal fires at the end", async () => {
+    const deadline = new Deadline(200);
+    const first = deadline.remaining();
+    expect(first).toBeLessThanOrEqual(200);
+    await Bun.sleep(60);
+    // The request after a slow connect gets only the rest, not a fresh 200 ms.
+    expect(deadline.remaining()).toBeLessThanOrEqual(first - 50);
+    await new Promise((resolve) => deadline.signal.addEventListener("abort", resolve, { once: true }));
+    expect(deadline.signal.aborted).toBe(true);
+    expect(deadline.remaining()).toBe(1);
   });
 });
