@@ -5,7 +5,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { removeCBuilds } from "./helpers/peers.ts";
-import { cliMain, json, qbun, SERVER_KINDS, startServer } from "./cli-support.ts";
+import { cliMain, json, qbun, SERVER_KINDS, shmEntriesOf, startServer } from "./cli-support.ts";
 
 afterAll(removeCBuilds);
 
@@ -52,9 +52,43 @@ test.each([
   [["bench", "svc", "-n", "0"], "--count: a request count, a whole number from 1 to 100000000"],
   [["bench", "svc", "--inflight", "many"], "--inflight: requests in flight"],
   [["bench", "svc", "--size", "-1"], "--size: a payload size in bytes"],
+  [["bench", "svc", "--hex", "00ff", "--size", "8"], "--size 8 and a built payload (PAYLOAD, --hex, --u32, --i32) both set the payload: give one of them"],
+  [["bench", "svc", "text", "--size", "8"], "both set the payload"],
+  [["bench", "svc", "--u32", "-1"], "--u32: an unsigned 32-bit value"],
 ])("%j: exit 2, one line naming it", async (args, message) => {
   const ran = await qbun(args);
   expect(ran.exitCode).toBe(2);
   expect(ran.stderr.trimEnd().split("\n")).toHaveLength(1);
   expect(ran.stderr).toContain(message);
+});
+
+describe("bench payloads are built as call builds them", () => {
+  test("PAYLOAD text, --u32 and --hex parts in command-line order; the echo returns the same size", async () => {
+    await using server = await startServer("qbun");
+    const text = json(await qbun(["bench", server.service, "hello", "-n", "20", "--warmup", "0", "--json"]));
+    expect(text).toMatchObject({ size: 5, count: 20, errors: 0, interrupted: false });
+    const parts = json(await qbun(["bench", server.service, "--u32", "7", "--hex", "0102", "ab", "-n", "20", "--warmup", "0", "--json"]));
+    expect(parts).toMatchObject({ size: 8, count: 20, errors: 0 });
+    // SIZED (id 3) answers as many bytes as the u32 asks: 1000 back for 4 out.
+    const sized = json(await qbun(["bench", server.service, "--id", "3", "--u32", "1000", "-n", "10", "--warmup", "0", "--json"]));
+    expect(sized.size).toBe(4);
+    expect(sized.megabytesPerSecond).toBeCloseTo((sized.requestsPerSecond * 1004) / 1e6, 0);
+  });
+});
+
+test("Ctrl-C (SIGINT) stops the run and prints the partial results, exit code 130", async () => {
+  await using server = await startServer("qbun");
+  // SLOW (id 5) answers after 20 ms: 100000 of them would take over half an hour.
+  const proc = Bun.spawn([process.execPath, cliMain, "bench", server.service, "--id", "5", "--u32", "20", "-n", "100000", "--warmup", "0", "--inflight", "2", "--json"], { stdout: "pipe", stderr: "pipe" });
+  // Once it is connected (its ring directory exists), let it run a while, then interrupt it as a terminal would.
+  for (let waited = 0; shmEntriesOf(proc.pid).length === 0 && waited < 20_000; waited += 50) await Bun.sleep(50);
+  await Bun.sleep(500);
+  proc.kill("SIGINT");
+  const [stdout, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited]);
+  expect(code).toBe(130);
+  const r = JSON.parse(stdout);
+  expect(r).toMatchObject({ service: server.service, interrupted: true, errors: 0 });
+  expect(r.count).toBeGreaterThan(0);
+  expect(r.count).toBeLessThan(100000);
+  expect(r.latencyMicros.p50).toBeGreaterThanOrEqual(20_000 * 0.9);
 });
