@@ -5,6 +5,8 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { PassThrough } from "node:stream";
+import { nextKey, QUIT } from "../cli/keys.ts";
 import { QbClient } from "../src/qb/index.ts";
 import { removeCBuilds } from "./helpers/peers.ts";
 import { qbun, SERVER_KINDS, startServer, Terminal } from "./cli-support.ts";
@@ -50,8 +52,11 @@ describe.each(SERVER_KINDS)("the interactive session with a %s server", (kind) =
       await held.request(1, new Uint8Array(1));
       await term.type("w");
       await term.waitFor(`Watching ${server.service}; press Enter to stop.`);
-      await term.waitFor(/1 connection\(s\), 1 file set\(s\) in \/dev\/shm \([\d.]+ KiB\)/);
+      // The watch's own probe connection is left out of the counts; its round trips are shown.
+      await term.waitFor(/1 connection\(s\), 1 file set\(s\) in \/dev\/shm \([\d.]+ KiB\), not counting this probe; probe round trip [\d.]+ µs \(median [\d.]+ over \d+\)/);
       await term.type("\r");
+      // On stop, a line per client connection: this test's client.
+      await term.waitFor(new RegExp(`client pid ${process.pid} \\(\\S+, uid ${process.getuid!()}\\)  shm  6 file\\(s\\)`));
     }
 
     await term.waitFor(`${server.service}: what now?`);
@@ -118,4 +123,28 @@ test("without a terminal, no arguments prints help and never prompts", async () 
   expect(ran.stdout).toContain("Exit codes (every command):");
   for (const command of ["serve", "call", "ls", "doctor", "clean", "bench"]) expect(ran.stdout).toMatch(new RegExp(`^  ${command} `, "m"));
   expect(ran.stdout).not.toContain("What now?");
+});
+
+describe("waiting for a key", () => {
+  test("resolves the key, and leaves no listener behind", async () => {
+    const input = new PassThrough();
+    const key = nextKey(Object.assign(input, { isRaw: false }));
+    input.write("x");
+    expect(await key).toBe("x");
+    expect(input.listenerCount("data") + input.listenerCount("end") + input.listenerCount("close")).toBe(0);
+  });
+
+  test("input that ends (EOF) resolves as quit instead of hanging; Ctrl-D too", async () => {
+    const input = new PassThrough();
+    const key = nextKey(input);
+    input.end();
+    expect(await key).toBe(QUIT);
+    expect(input.listenerCount("data") + input.listenerCount("end")).toBe(0);
+    // Already ended: at once.
+    expect(await nextKey(input)).toBe(QUIT);
+    const other = new PassThrough();
+    const ctrlD = nextKey(other);
+    other.write("\u0004");
+    expect(await ctrlD).toBe(QUIT);
+  });
 });

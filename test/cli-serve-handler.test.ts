@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
+import { HandlerImportError, loadHandlerModule } from "../cli/handler-module.ts";
 import { tempDir, uniqueName } from "./helpers/env.ts";
 import { compileC, removeCBuilds } from "./helpers/peers.ts";
 import { cliMain, json, qbun, shmEntriesOf } from "./cli-support.ts";
@@ -83,6 +84,33 @@ describe("qbun serve --handler", () => {
     const ran = await qbun(["serve", "--service", uniqueName("throws"), "--handler", file]);
     expect(ran.exitCode).toBe(1);
     expect(ran.stderr).toContain("no config here");
+    expect(ran.stderr).toContain(`--handler: could not import ${file}: no config here.`);
+  });
+
+  test("a module with a syntax error or an import it cannot resolve: one line with the file, the reason and what to try", async () => {
+    using dir = tempDir("cli-handler-broken");
+    for (const [name, source, reason] of [
+      ["syntax.ts", "export default { onRequest( {\n", /could not import .*syntax\.ts: .+\. Check that it is valid TypeScript\/JavaScript/],
+      ["unresolved.ts", 'import "./not-there.ts";\nexport default { onRequest() { return {}; } };\n', /could not import .*unresolved\.ts: .*not-there/],
+    ] as const) {
+      const file = dir.file(name);
+      writeFileSync(file, source);
+      const ran = await qbun(["serve", "--service", uniqueName("broken"), "--handler", file]);
+      expect(ran.exitCode).toBe(1);
+      expect(ran.stdout).toBe("");
+      expect(ran.stderr.trimEnd().split("\n")).toHaveLength(1);
+      expect(ran.stderr).toMatch(reason);
+      expect(ran.stderr).toContain(`running "bun ${file}" shows the full error`);
+    }
+  });
+
+  test("HandlerImportError is typed: code, file and reason", async () => {
+    using dir = tempDir("cli-handler-typed");
+    const file = dir.file("throws.ts");
+    writeFileSync(file, 'throw new Error("boom at load");\n');
+    const error = await loadHandlerModule(file).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(HandlerImportError);
+    expect(error).toMatchObject({ code: "ERR_QBUN_HANDLER_IMPORT", file, reason: "boom at load" });
   });
 });
 
