@@ -513,6 +513,13 @@ export class LeaseClient implements AsyncDisposable, Disposable {
     entry.promise = this[kRequest](FrameType.SUBSCRIBE, { endpoint, notifyWrites }).then(
       () => {
         settled();
+        if (!subscription.view && !subscription.closed) {
+          // The owner sends the locator before its reply; a reply alone is a broken owner.
+          const broken = new LeaseError("ERR_QBUN_LEASE_PROTOCOL", `the owner answered the subscribe to ${endpoint} without a locator`);
+          this.#end(broken);
+          this.#channel.close();
+          throw broken;
+        }
         if (entry.callers === 0) {
           // Everyone gave up while the owner was answering: do not stay subscribed (locators, notices) for nobody.
           subscription.close();
