@@ -187,7 +187,7 @@ interface QueuedOffer {
  * An idle channel does not keep the process alive; one with a `receive()`
  * or a delivery pending does (a delivery until it ends, its `timeoutMs`
  * passes or it is abandoned). A peer that keeps sending while never reading
- * its acknowledgements is disconnected once {@link MAX_UNSENT_ACKS} of them
+ * its acknowledgements is disconnected once 1024 ({@link MAX_UNSENT_ACKS}) of them
  * wait to be sent.
  *
  * By default only sealed (memfd) blobs are accepted: they are the only
