@@ -80,7 +80,7 @@ describe("across processes", () => {
         policy: new CapabilityPolicy((peer, capability) => capability === "subscribe" || peer.pid === writerPid),
         audit: (r) => audit.push(r),
       });
-      const SIZE = 4096;
+      const SIZE = 64 * 1024; // whole-region writes: the owner's memcpy is long enough for readers' copies to overlap it
       owner.createRegion("frame", { size: SIZE });
       owner.listen(address);
       const [writer, ...readers] = await startPeers(4, address);
@@ -97,6 +97,8 @@ describe("across processes", () => {
       await using watcher = owner.connect();
       using watch = await watcher.subscribe("frame");
       const COUNT = 300;
+      // Readers read continuously while the writes land (not only after each one), so a torn copy would be seen.
+      for (const reader of readers) await reader.call("read-loop", { endpoint: "frame" });
       const loop = writer!.call("write-loop", { endpoint: "frame", count: COUNT, size: SIZE, token });
       while ((await watch.nextWrite()).sequence < 200) { /* event-driven: one notification per write */ }
       expect(owner.replaceRegion("frame", { size: SIZE })).toBe(2);
@@ -107,6 +109,9 @@ describe("across processes", () => {
         const report = await reader.call("report", { endpoint: "frame", until: done.ack });
         expect(report).toMatchObject({ torn: 0, errors: [], epochs: [1, 2], epoch: 2, last: COUNT & 0xff });
         expect(report.reads).toBeGreaterThan(0);
+        // The continuous reader read while writes were landing (it saw many values) and across the epoch change.
+        expect(report.loop).toMatchObject({ torn: 0, epochs: [1, 2] });
+        expect(report.loop.values).toBeGreaterThan(2);
       }
       // Every decision names the peer by its kernel pid.
       const writes = audit.filter((a) => a.action === "write" && a.result === "ok");
