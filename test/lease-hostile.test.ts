@@ -8,7 +8,7 @@ import { beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { ClosedError, QbunSystemError } from "../ffi/errors.ts";
 import {
-  CapabilityPolicy, LeaseClient, LeaseError, LeaseOwner, MAX_QUEUED_ACQUIRES_PER_CLIENT, type AuditRecord, type LeaseEvent,
+  CapabilityPolicy, LeaseClient, LeaseError, LeaseOwner, MAX_QUEUED_ACQUIRES_PER_CLIENT, MAX_WAITERS_PER_CLASS, type AuditRecord, type LeaseEvent,
 } from "../src/lease/index.ts";
 import { encodeLocator, HEADER_SIZE } from "../src/lease/locator.ts";
 import { decodeFrame, encodeJson, encodeRaw, encodeWritten, FRAME_MAGIC, FrameType, MAX_FRAME, nameBytes } from "../src/lease/protocol.ts";
@@ -311,6 +311,19 @@ describe("the owner's own failures and limits", () => {
     expect((await queued[0])!.leaseClass).toBe("input");
     holder.close(); // the rest are granted as the holder goes
     expect((await Promise.all(queued)).map((l) => l.leaseClass)).toEqual(classes);
+  });
+
+  test("queued acquires are bounded per lease class", async () => {
+    await using owner = new LeaseOwner({ policy: CapabilityPolicy.allowAll() });
+    using holder = owner.connect();
+    await holder.acquire("x", { ttlMs: 60_000 });
+    const waiting: Promise<unknown>[] = [];
+    const clients = Array.from({ length: MAX_WAITERS_PER_CLASS / MAX_QUEUED_ACQUIRES_PER_CLIENT }, () => owner.connect());
+    for (const c of clients) for (let i = 0; i < MAX_QUEUED_ACQUIRES_PER_CLIENT; i++) waiting.push(caught(c.acquire("x", { ttlMs: 60_000 })));
+    using late = owner.connect();
+    expect(await caught(late.acquire("x", { ttlMs: 60_000 }))).toMatchObject({ code: "ERR_QBUN_LEASE_BUSY", message: expect.stringContaining(`${MAX_WAITERS_PER_CLASS} acquires of x are already waiting`) });
+    for (const c of clients) c.close();
+    await Promise.all(waiting);
   });
 
   test("lease events go only to clients the policy allows that lease class", async () => {
