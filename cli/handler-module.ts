@@ -66,6 +66,7 @@ export class HandlerImportError extends Error {
   readonly file: string;
   /** The first line of what the import threw. */
   readonly reason: string;
+  /** `file`: the module's absolute path; `cause`: what its import threw. */
   constructor(file: string, cause: unknown) {
     const reason = errorMessage(cause).split("\n")[0]!;
     super(

@@ -11,7 +11,7 @@ import * as p from "@clack/prompts";
 import * as v from "valibot";
 import type { QbClient } from "../src/qb/index.ts";
 import { requestId, serviceName } from "./args.ts";
-import { runBenchWithProgress } from "./bench-progress.ts";
+import { interruptOnSigint, runBenchWithProgress } from "./bench-progress.ts";
 import { callData, callSummary, runCall } from "./call-run.ts";
 import { connectService } from "./connect.ts";
 import { runDoctor } from "./host/doctor-checks.ts";
@@ -213,12 +213,14 @@ function connectionTable(info: ServiceInfo): string {
 
 async function bench(service: string): Promise<void> {
   const count = 2_000;
+  // Ctrl-C stops the benchmark (with what it measured), not the session.
+  using interrupt = interruptOnSigint();
   try {
     await runBenchWithProgress(
-      { service, id: 1, payload: new Uint8Array(64), count, warmup: 100, inflight: 1, timeout: 5_000 },
+      { service, id: 1, payload: new Uint8Array(64), count, warmup: 100, inflight: 1, timeout: 5_000, signal: interrupt.signal },
       {
         title: `${count} echo requests (id 1, 64 B)`,
-        summary: (r) => `p50 ${r.latencyMicros.p50} µs, p99 ${r.latencyMicros.p99} µs, ${r.requestsPerSecond} requests/s${r.errors ? `, ${r.errors} error response(s)` : ""}`,
+        summary: (r) => `${r.interrupted ? `interrupted after ${r.count}: ` : ""}p50 ${r.latencyMicros.p50} µs, p99 ${r.latencyMicros.p99} µs, ${r.requestsPerSecond} requests/s${r.errors ? `, ${r.errors} error response(s)` : ""}`,
       },
     );
   } catch {

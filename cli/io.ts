@@ -30,6 +30,7 @@ export const processIo: CliIo = {
 export class CliUsageError extends Error {
   /** `"ERR_QBUN_USAGE"`, or a subclass's more specific code. */
   readonly code: string;
+  /** `message`: one line naming the argument and what is accepted; `code`: for subclasses. */
   constructor(message: string, code = "ERR_QBUN_USAGE") {
     super(message);
     this.name = "CliUsageError";

@@ -17,11 +17,17 @@ export interface KeySource {
   readonly readableEnded: boolean;
   /** True once the stream was destroyed. */
   readonly destroyed: boolean;
+  /** Adds a listener for input. */
   on(event: "data", listener: (data: Buffer | string) => void): unknown;
+  /** Adds a listener for the end of input. */
   on(event: "end" | "close", listener: () => void): unknown;
+  /** Removes an input listener. */
   off(event: "data", listener: (data: Buffer | string) => void): unknown;
+  /** Removes an end-of-input listener. */
   off(event: "end" | "close", listener: () => void): unknown;
+  /** Starts the flow of input. */
   resume(): unknown;
+  /** Stops the flow of input (so the process can exit). */
   pause(): unknown;
 }
 

@@ -5,7 +5,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { removeCBuilds } from "./helpers/peers.ts";
-import { cliMain, json, qbun, SERVER_KINDS, shmEntriesOf, startServer } from "./cli-support.ts";
+import { cliMain, json, qbun, SERVER_KINDS, shmEntriesOf, startServer, Terminal } from "./cli-support.ts";
 
 afterAll(removeCBuilds);
 
@@ -91,4 +91,17 @@ test("Ctrl-C (SIGINT) stops the run and prints the partial results, exit code 13
   expect(r.count).toBeGreaterThan(0);
   expect(r.count).toBeLessThan(100000);
   expect(r.latencyMicros.p50).toBeGreaterThanOrEqual(20_000 * 0.9);
+});
+
+test("in a terminal, Ctrl-C ends the progress bar with the partial count and prints the results", async () => {
+  await using server = await startServer("qbun");
+  // 2000 SLOW (20 ms) requests: 40 s in all; the bar advances every 20.
+  await using term = new Terminal(["bench", server.service, "--id", "5", "--u32", "20", "-n", "2000", "--warmup", "0"]);
+  await term.waitFor(`2000 requests to ${server.service}`);
+  await term.waitFor(/\d+ of 2000/);
+  await term.type("\x03");
+  await term.waitFor(/interrupted after \d+ of 2000 in [\d.]+ s/);
+  await term.waitFor(new RegExp(`${server.service} \\(shm\\): \\d+ requests \\(interrupted\\)`));
+  await term.waitFor("round trip µs: p50");
+  expect(await term.exited()).toBe(130);
 });

@@ -6,7 +6,7 @@
  */
 import * as v from "valibot";
 import { jsonFlag, milliseconds, requestId, serviceName, wholeNumber } from "../args.ts";
-import { runBenchWithProgress } from "../bench-progress.ts";
+import { interruptOnSigint, runBenchWithProgress } from "../bench-progress.ts";
 import { runBench, type BenchPlan, type BenchResult } from "../bench-run.ts";
 import { CliUsageError, type CliIo } from "../io.ts";
 import { buildPayload, hasPayloadParts, payloadEntries, payloadFlags } from "../payload.ts";
@@ -60,10 +60,7 @@ export const bench = defineCommand({
       throw new CliUsageError(`--size ${options.size} and a built payload (PAYLOAD, --hex, --u32, --i32) both set the payload: give one of them`);
     }
     const payload = hasPayloadParts(parts) ? buildPayload(parts, tokens) : Uint8Array.from({ length: options.size ?? 64 }, (_, i) => i & 0xff);
-    const stop = new AbortController();
-    // Once: a second Ctrl-C is not swallowed here.
-    const onSigint = () => stop.abort(new Error("interrupted (SIGINT)"));
-    process.once("SIGINT", onSigint);
+    using interrupt = interruptOnSigint();
     const plan: BenchPlan = {
       service: options.service,
       id: options.id,
@@ -74,20 +71,15 @@ export const bench = defineCommand({
       timeout: options.timeout,
       // Room for the payload and libqb's headers, whatever the server's default.
       maxMessageSize: options["max-msg"] ?? payload.byteLength + 4096,
-      signal: stop.signal,
+      signal: interrupt.signal,
     };
-    let result: BenchResult;
-    try {
-      result =
-        io.tty && !options.json
-          ? await runBenchWithProgress(plan, {
-              title: `${plan.count} requests to ${plan.service} (id ${plan.id}, ${payload.byteLength} B, ${plan.inflight} in flight)`,
-              summary: (r) => (r.interrupted ? `interrupted after ${r.count} of ${plan.count} in ${r.seconds} s` : `done in ${r.seconds} s`),
-            })
-          : await runBench(plan);
-    } finally {
-      process.off("SIGINT", onSigint);
-    }
+    const result: BenchResult =
+      io.tty && !options.json
+        ? await runBenchWithProgress(plan, {
+            title: `${plan.count} requests to ${plan.service} (id ${plan.id}, ${payload.byteLength} B, ${plan.inflight} in flight)`,
+            summary: (r) => (r.interrupted ? `interrupted after ${r.count} of ${plan.count} in ${r.seconds} s` : `done in ${r.seconds} s`),
+          })
+        : await runBench(plan);
     if (options.json) io.out(JSON.stringify(result, null, 2));
     else printBench(result, io);
     if (result.interrupted) return INTERRUPTED;

@@ -9,6 +9,7 @@ import { callData, callSummary, failureReport, runCall, type CallOutcome } from 
 import { buildPayload, payloadEntries, payloadFlags } from "../payload.ts";
 import { defineCommand } from "./command.ts";
 
+/** What `qbun call --json` prints (defined with the call logic in cli/call-run.ts). */
 export type { CallReport } from "../call-run.ts";
 
 /** The `call` command. */

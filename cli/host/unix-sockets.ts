@@ -67,6 +67,7 @@ export function paddedAbstractName(path: string): string | undefined {
 
 /** A process holding a socket. */
 export interface SocketOwner {
+  /** The process id. */
   readonly pid: number;
   /** The process's name (/proc/PID/comm). */
   readonly comm: string;
