@@ -2,7 +2,7 @@
 /**
  * The `qbun` command line: `qbun <command> [options]`. Parses argv, runs the
  * command, and turns the outcome into an exit code (0 ok, 1 failed, 2 usage
- * error). With no arguments in a terminal it starts the interactive session
+ * error; `bench` stopped by Ctrl-C: 130). With no arguments in a terminal it starts the interactive session
  * (cli/interactive.ts, loaded only then); without a terminal it prints help. This is the only place that catches everything and the only place
  * that exits. The standalone executable's entry (scripts/build-binary.ts)
  * imports it and calls {@link runCli}.

@@ -4,7 +4,7 @@
  * processes that are gone.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { findStale, looksLikeLibqbSocket, recheck, removeStale } from "../cli/host/stale.ts";
 import { SharedMemory } from "../src/shm/index.ts";
@@ -392,6 +392,31 @@ describe("which socket files clean looks at", () => {
       await holder.exited;
     }
     expect((await findStale({ socketDir: dir.path })).map((s) => s.path)).toEqual([path]);
+  });
+});
+
+describe("liveness when the bound path is spelled differently", () => {
+  test("a listener bound through a symlinked directory, or by a relative path, is alive", async () => {
+    using dir = tempDir("cli-spelling");
+    const real = dir.file("real");
+    mkdirSync(real);
+    const link = dir.file("link");
+    symlinkSync(real, link);
+    // Bound as <link>/via-link: the kernel's table says so, the file lives in <real>.
+    using viaLink = UnixListener.listen(join(link, "via-link"));
+    // Bound as "relative" from inside <real> by another process.
+    const holder = Bun.spawn(["python3", "-c", 'import socket, sys; s = socket.socket(socket.AF_UNIX); s.bind("relative"); s.listen(1); print("bound", flush=True); sys.stdin.read()'], { cwd: real, stdin: "pipe", stdout: "pipe" });
+    try {
+      const reader = holder.stdout.getReader();
+      expect(new TextDecoder().decode((await reader.read()).value)).toContain("bound");
+      deadSocketFile(join(real, "dead"));
+      expect((await findStale({ socketDir: real })).map((s) => basename(s.path))).toEqual(["dead"]);
+      expect((await findStale({ socketDir: link })).map((s) => basename(s.path))).toEqual(["dead"]);
+    } finally {
+      holder.stdin.end();
+      await holder.exited;
+      viaLink.close();
+    }
   });
 });
 

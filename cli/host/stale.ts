@@ -11,7 +11,7 @@
  * answer) is left alone.
  * @module
  */
-import { existsSync, lstatSync, readdirSync, rmSync, type BigIntStats } from "node:fs";
+import { existsSync, lstatSync, readdirSync, realpathSync, rmSync, type BigIntStats } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { errorMessage } from "../io.ts";
 import { flatSetPrefix, ringSets, type RingSet } from "./rings.ts";
@@ -116,17 +116,42 @@ function ringItems(set: RingSet): StaleItem[] {
 }
 
 /**
- * Paths some live socket is bound to: listening stream/seqpacket sockets
- * and bound datagram sockets. (Accepted stream sockets show their
- * listener's path too, but say nothing about whether anyone still listens.)
+ * What live sockets are bound to, from /proc/net/unix: listening
+ * stream/seqpacket sockets and bound datagram sockets. (Accepted stream
+ * sockets show their listener's path too, but say nothing about whether
+ * anyone still listens.) The kernel shows each path as it was given to
+ * bind(), so a path is compared as given, with its directory resolved
+ * (bound through a symlink), and a relative one by its last part.
  */
-function boundPaths(sockets: readonly UnixSocketEntry[]): Set<string> {
-  const paths = new Set<string>();
-  for (const s of sockets) {
-    if (!s.path.startsWith("/")) continue;
-    if (s.listening || s.type === "dgram") paths.add(s.path);
+class BoundSockets {
+  readonly #paths = new Set<string>();
+  readonly #relativeNames = new Set<string>();
+
+  constructor(sockets: readonly UnixSocketEntry[]) {
+    for (const s of sockets) {
+      if (!(s.listening || s.type === "dgram") || s.path === "" || s.path.startsWith("@")) continue;
+      if (!s.path.startsWith("/")) {
+        this.#relativeNames.add(basename(s.path));
+        continue;
+      }
+      this.#paths.add(s.path);
+      this.#paths.add(resolved(s.path));
+    }
   }
-  return paths;
+
+  /** Whether a live socket may be bound to the file at `path` (when unsure: yes). */
+  has(path: string): boolean {
+    return this.#paths.has(path) || this.#paths.has(resolved(path)) || this.#relativeNames.has(basename(path));
+  }
+}
+
+/** `path` with its directory's symlinks resolved (as given when the directory is gone). */
+function resolved(path: string): string {
+  try {
+    return join(realpathSync(dirname(path)), basename(path));
+  } catch {
+    return path;
+  }
 }
 
 /** Socket files in `dir` no live socket is bound to. */
@@ -137,7 +162,7 @@ function deadSockets(dir: string, filter: { explicit: boolean; known: ReadonlySe
   } catch {
     return [];
   }
-  const bound = boundPaths(unixSockets());
+  const bound = new BoundSockets(unixSockets());
   const connectionServices = new Set(names.map((n) => CONNECTION_SOCKET.exec(n)?.[1]).filter((s): s is string => s !== undefined));
   const known = new Set([...filter.known, ...connectionServices]);
   const items: StaleItem[] = [];
@@ -195,7 +220,7 @@ export function recheck(item: StaleItem): string | undefined {
   const type = item.kind === "ring-dir" ? st.isDirectory() : item.kind === "ring-file" ? st.isFile() : st.isSocket();
   if (!type) return "no longer the kind of file it was listed as";
   if (item.kind === "socket") {
-    return boundPaths(unixSockets()).has(item.path) ? "a socket is bound to it now (someone listens)" : undefined;
+    return new BoundSockets(unixSockets()).has(item.path) ? "a socket is bound to it now (someone listens)" : undefined;
   }
   const dir = dirname(item.path);
   const name = basename(item.path);
