@@ -34,7 +34,8 @@ export const clean = defineCommand({
     "files no socket is bound to (judged from /proc/net/unix; nothing is connected to). Without\n" +
     "--socket-dir only files named as libqb names them are considered in /tmp; with it, every\n" +
     "socket file in that directory. Lists them; removes them with --yes, each only after checking\n" +
-    "again that it is the same file and still unused. In a terminal without --yes\n" +
+    "again that it is the same file and still unused. /proc/net/unix shows this network namespace\n" +
+    "only: run clean where the services run (not across a container boundary). In a terminal without --yes\n" +
     "(and without --json) it asks first; otherwise it only lists (a dry run). Exit code 1 if\n" +
     "something could not be removed.",
   flags: {

@@ -9,6 +9,11 @@
  * {@link removeStale} checks all of it again right before removing, so a
  * file re-created or taken over meanwhile (say while `clean` waited for an
  * answer) is left alone.
+ *
+ * Limit: /proc/net/unix lists the sockets of this network namespace only. A
+ * socket file in a directory shared with another namespace (a container's
+ * bind-mounted /tmp) whose listener lives there looks dead from here: run
+ * clean inside the namespace the services run in.
  * @module
  */
 import { existsSync, lstatSync, readdirSync, realpathSync, rmSync, type BigIntStats } from "node:fs";
@@ -92,12 +97,12 @@ export async function findStale(options: StaleOptions = {}): Promise<StaleItem[]
     if (!set.stale || (options.service !== undefined && set.service !== options.service)) continue;
     items.push(...ringItems(set));
   }
-  const explicit = !(options.onlyLibqbNames ?? options.socketDir === undefined);
+  const everySocketFile = !(options.onlyLibqbNames ?? options.socketDir === undefined);
   const socketDir = options.socketDir ?? (existsSync(FORCE_FILESYSTEM_SOCKETS) ? "/tmp" : undefined);
   if (socketDir !== undefined) {
     const known = new Set(sets.map((s) => s.service).filter((s): s is string => s !== undefined));
     if (options.service !== undefined) known.add(options.service);
-    items.push(...deadSockets(socketDir, { explicit, known, service: options.service }));
+    items.push(...deadSockets(socketDir, { everySocketFile, known, service: options.service }));
   }
   return items;
 }
@@ -155,7 +160,7 @@ function resolved(path: string): string {
 }
 
 /** Socket files in `dir` no live socket is bound to. */
-function deadSockets(dir: string, filter: { explicit: boolean; known: ReadonlySet<string>; service: string | undefined }): StaleItem[] {
+function deadSockets(dir: string, filter: { everySocketFile: boolean; known: ReadonlySet<string>; service: string | undefined }): StaleItem[] {
   let names: string[];
   try {
     names = readdirSync(dir);
@@ -169,7 +174,7 @@ function deadSockets(dir: string, filter: { explicit: boolean; known: ReadonlySe
   for (const name of names) {
     const service = CONNECTION_SOCKET.exec(name)?.[1] ?? name;
     if (filter.service !== undefined && service !== filter.service) continue;
-    if (!filter.explicit && !looksLikeLibqbSocket(name, known)) continue;
+    if (!filter.everySocketFile && !looksLikeLibqbSocket(name, known)) continue;
     const path = join(dir, name);
     const st = lstatSafe(path);
     if (!st?.isSocket() || bound.has(path)) continue;
