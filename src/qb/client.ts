@@ -325,10 +325,6 @@ export class QbClient implements AsyncDisposable {
   #readResponses(): void {
     if (this.#reading || this.#failure) return;
     this.#reading = true;
-    if (this.#transport.awaitResponse) {
-      this.#pump();
-      return;
-    }
     void (async () => {
       try {
         while (this.#slots.length > 0 && !this.#failure) {
@@ -345,37 +341,6 @@ export class QbClient implements AsyncDisposable {
       }
     })();
   }
-
-  /**
-   * SHM: deliver every response there is, then wait for the next without a
-   * promise (this runs again when it comes). Stays "reading" while it waits.
-   */
-  readonly #pump = (error?: unknown): void => {
-    const transport = this.#transport;
-    try {
-      if (error !== undefined) throw error;
-      let delivered = false;
-      while (this.#slots.length > 0 && !this.#failure) {
-        const bytes = transport.takeResponse!();
-        if (bytes !== undefined) {
-          this.#deliver(this.#parse(bytes, "response"));
-          delivered = true;
-        } else if (delivered) {
-          // Before sleeping, let the callers just answered send their next
-          // requests (one batch) and look again on the next turn of the event
-          // loop: the server has answered more by then. Sleeping at once
-          // costs a wake-up per response with many in flight.
-          setImmediate(this.#pump);
-          return;
-        } else if (!transport.awaitResponse!(this.#pump)) return;
-      }
-    } catch (failure) {
-      // The server leaving ends the wait before the `gone` listener runs: same error either way.
-      if (failure instanceof PeerGoneError) this.#fail(new QbDisconnectedError(this.service, "the server closed the connection"), true);
-      else this.#fail(failure, false);
-    }
-    this.#reading = false;
-  };
 
   /** Hand a response to the oldest request still waiting for one. */
   #deliver(message: QbMessage): void {

@@ -105,13 +105,6 @@ export interface ClientTransport {
    * response if one is there now, copied out; undefined if none.
    */
   takeResponse?(): Uint8Array | undefined;
-  /**
-   * Capability of transports that can wait without a promise (SHM): send
-   * what is batched, then call `ready` once {@link ClientTransport.takeResponse}
-   * has a response, or with the reason the connection ended. Returns true
-   * (and never calls `ready`) when one is there already.
-   */
-  awaitResponse?(ready: (error?: unknown) => void): boolean;
   /** The next event, copied out. Rejects with the `gone` reason once the connection ends. */
   nextEvent(): Promise<Uint8Array>;
   /**
