@@ -186,9 +186,8 @@ export type WaitDone = (error?: unknown) => void;
 
 /**
  * Semaphore waits on io_uring's FUTEX_WAIT (see qbun.c): no thread, and no
- * allocation per wait beyond what the caller brings. Callback-based so that
- * hot paths (a qb client waiting for each response) pay no promise; see
- * {@link FutexWaiter.wait}.
+ * allocation per wait beyond what the caller brings (callback-based: a
+ * caller that wants a promise makes one); see {@link FutexWaiter.wait}.
  */
 export class FutexWaiter {
   readonly #reactor: Reactor;
