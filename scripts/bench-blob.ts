@@ -11,6 +11,16 @@
  *           handler taking payloads in place), in requests of at most
  *           64 MiB (the server's largest message), until the last response.
  *
+ * Placement: on a VM whose idle vCPUs halt, a wake-up that lands on a
+ * halted vCPU costs tens of µs, and the scheduler keeps one placement for a
+ * while then switches, whatever the blob size. Left to chance, a size
+ * measured after a switch looks slower (the 1 GiB blob, prepared last with
+ * the most CPU work, used to come out 3× the 4 KiB one). So the timed
+ * rounds pin the producer's and the consumer's main threads to different
+ * CPUs (one CPU when there is only one), and the blob hand-over alone is
+ * measured back to back in each placement: both ends on different CPUs, on
+ * one CPU, and left to the scheduler.
+ *
  * Then consumer read bandwidth: a mapped blob copied out end to end (first
  * pass faults the pages in, second does not) against Uint8Array.set between
  * two ordinary buffers of the same size.
@@ -21,6 +31,8 @@
  * of blob, stream, qb (diagnostic).
  * @module
  */
+import { spawnSync } from "bun";
+import os from "node:os";
 import { join } from "node:path";
 import { BlobAllocator, BlobChannel, type ShmBlob } from "../src/blob/index.ts";
 import { QbClient } from "../src/qb/index.ts";
@@ -69,8 +81,33 @@ if (unknown.length > 0 || chosen.length === 0) {
 }
 const METHODS: Method[] = ALL_METHODS.filter((m) => chosen.includes(m));
 
-const fmtTime = (ns: number) => (ns < 1e6 ? `${(ns / 1e3).toFixed(1)} µs` : `${(ns / 1e6).toFixed(1)} ms`);
-const fmtRate = (bytes: number, ns: number) => `${(bytes / ns).toFixed(2)} GB/s`;
+// A method left out with --only has no figures (NaN): shown as a dash.
+const fmtTime = (ns: number) => (Number.isNaN(ns) ? "—" : ns < 1e6 ? `${(ns / 1e3).toFixed(1)} µs` : `${(ns / 1e6).toFixed(1)} ms`);
+const fmtRate = (bytes: number, ns: number) => (Number.isNaN(ns) ? "—" : `${(bytes / ns).toFixed(2)} GB/s`);
+const withRate = (bytes: number, ns: number) => (Number.isNaN(ns) ? "—" : `${fmtTime(ns)} (${fmtRate(bytes, ns)})`);
+
+/** The CPU mask (hex) of thread `tid`, for {@link setMask}. */
+function maskOf(tid: number): string {
+  const got = spawnSync(["taskset", "-p", String(tid)], { stderr: "pipe" });
+  const mask = /mask:\s*([0-9a-f]+)/.exec(got.stdout.toString())?.[1];
+  if (!got.success || !mask) throw new Error(`taskset -p ${tid} failed: ${got.stderr.toString()}`);
+  return mask;
+}
+
+/** Set the CPUs of thread `tid`: a hex mask, or a CPU list with `list`. */
+function setMask(tid: number, cpus: string, list = false): void {
+  const set = spawnSync(["taskset", "-p", ...(list ? ["-c"] : []), cpus, String(tid)], { stdout: "ignore", stderr: "pipe" });
+  if (!set.success) throw new Error(`taskset -p ${cpus} ${tid} failed: ${set.stderr.toString()}`);
+}
+
+const PLACEMENTS = ["two CPUs", "one CPU", "scheduler"] as const;
+/**
+ * Where the producer's and the consumer's main threads run: pinned to
+ * different CPUs (every wake-up of the other side may land on a halted
+ * vCPU), to one CPU (wake-ups are context switches), or wherever the
+ * scheduler puts them.
+ */
+type Placement = (typeof PLACEMENTS)[number];
 
 async function benchMain(): Promise<number> {
   const tag = `qbun-bench-blob-${process.pid}`;
@@ -82,6 +119,19 @@ async function benchMain(): Promise<number> {
   const stream = await streamListener.accept({ signal: AbortSignal.timeout(30_000) });
   await child.expect("READY");
   const qb = await QbClient.connect(`${tag}-qb`, { maxMessageSize: QB_MAX });
+
+  const lastCpu = os.availableParallelism() - 1;
+  const freeMasks = { producer: maskOf(process.pid), consumer: maskOf(child.pid) };
+  const place = (placement: Placement) => {
+    if (placement === "scheduler") {
+      setMask(process.pid, freeMasks.producer);
+      setMask(child.pid, freeMasks.consumer);
+    } else {
+      setMask(process.pid, "0", true);
+      setMask(child.pid, placement === "one CPU" ? "0" : String(lastCpu), true);
+    }
+  };
+  const timedPlacement: Placement = lastCpu > 0 ? "two CPUs" : "one CPU";
 
   const header = new Uint8Array(8);
   const ack = new Uint8Array(1);
@@ -112,7 +162,7 @@ async function benchMain(): Promise<number> {
     },
   };
 
-  const results: Array<{ label: string; size: number; rounds: number; ns: Record<Method, number>; blobMin: number; blobAlone: number }> = [];
+  const results: Array<{ label: string; size: number; rounds: number; ns: Record<Method, number>; blobMin: number; blobAlone: Record<Placement, number> }> = [];
   for (const { size, label, rounds: defaultRounds } of SIZES) {
     const rounds = roundsOverride ?? defaultRounds;
     const payload = new Uint8Array(size);
@@ -122,6 +172,7 @@ async function benchMain(): Promise<number> {
     const blob = writer.publish();
     const times: Record<Method, number[]> = { blob: [], stream: [], qb: [] };
     // Warm-up, untimed (the first size also warms the JIT of both processes).
+    place(timedPlacement);
     for (let r = 0; r < (results.length === 0 ? 500 : 3); r++) for (const method of METHODS) await run[method](blob, payload);
     for (let r = 0; r < rounds; r++) {
       for (const method of rotate(METHODS, r)) {
@@ -130,13 +181,24 @@ async function benchMain(): Promise<number> {
         times[method].push(await run[method](blob, payload));
       }
     }
-    // Diagnostic: the blob hand-over alone, back to back (no other method's leftovers, no pauses).
-    const alone: number[] = [];
-    for (let r = 0; r < rounds; r++) alone.push(await run.blob(blob, payload));
+    // The blob hand-over alone, back to back (no other method's leftovers, no pauses), in each placement.
+    const blobAlone = {} as Record<Placement, number>;
+    for (const placement of PLACEMENTS) {
+      if (placement === "two CPUs" && lastCpu === 0) {
+        blobAlone[placement] = Number.NaN;
+        continue;
+      }
+      place(placement);
+      for (let r = 0; r < 20; r++) await run.blob(blob, payload); // settle into the placement
+      const alone: number[] = [];
+      for (let r = 0; r < rounds; r++) alone.push(await run.blob(blob, payload));
+      blobAlone[placement] = median(alone);
+    }
     blob.cleanup();
     const ns = { blob: median(times.blob), stream: median(times.stream), qb: median(times.qb) }; // NaN for a method left out
-    results.push({ label, size, rounds, ns, blobMin: Math.min(...times.blob), blobAlone: median(alone) });
-    console.error(`${label}: blob ${fmtTime(ns.blob)} (alone ${fmtTime(median(alone))}), stream ${fmtTime(ns.stream)}, qb ${fmtTime(ns.qb)} (${rounds} rounds)`);
+    results.push({ label, size, rounds, ns, blobMin: Math.min(...times.blob), blobAlone });
+    const aloneText = PLACEMENTS.map((p) => `${p} ${fmtTime(blobAlone[p])}`).join(", ");
+    console.error(`${label}: blob ${fmtTime(ns.blob)} (alone: ${aloneText}), stream ${fmtTime(ns.stream)}, qb ${fmtTime(ns.qb)} (${rounds} rounds)`);
   }
 
   // Diagnostic: both ends in this process (BlobChannel.pair), so no process wake-ups: what the
@@ -185,6 +247,7 @@ async function benchMain(): Promise<number> {
     reads.push(row);
   }
 
+  place("scheduler");
   await qb.close();
   channel.close();
   stream.close();
@@ -199,13 +262,18 @@ async function benchMain(): Promise<number> {
     `- command: \`${commandLine("bench-blob.ts")}\``,
     `- commit ${commit}${dirty ? " (with local changes)" : ""}; Bun ${Bun.version}; producer and consumer are two Bun processes; machine shared with other work (medians, ratios measured in the same run)`,
     `- rounds interleave the methods (rotated each round), with a ${SETTLE_MS} ms pause before each timed hand-over so that one method's leftovers (collections, freed pages) do not land in the next one's time`,
+    `- placement: in the interleaved rounds the producer's and the consumer's main threads are pinned to ${timedPlacement === "two CPUs" ? `different CPUs (0 and ${lastCpu})` : "CPU 0"}; "blob alone" is the hand-over back to back with them on different CPUs, on one CPU, and where the scheduler puts them (on a VM with halting vCPUs a wake-up on a halted one costs tens of µs, whatever the size: compare sizes within one placement)`,
     `- blob: BlobChannel.send of a sealed memfd blob until the consumer's MAPPED acknowledgement; stream: the same bytes over a qbun UnixStream into the consumer's buffer, until its 1-byte answer; qb: the same bytes as QbServer requests over shm rings (≤ 64 MiB per request, the server's largest message; 1 GiB = 16 requests), until the last response`,
     ``,
-    `| size | rounds | blob hand-over + map (min) | unix stream | qb rings | stream ÷ blob | qb ÷ blob | blob alone, back to back |`,
+    `| size | rounds | blob hand-over + map (min) | unix stream | qb rings | stream ÷ blob | qb ÷ blob | blob alone: two CPUs / one CPU / scheduler's |`,
     `|---|---:|---:|---:|---:|---:|---:|---:|`,
-    ...results.map((r) => `| ${r.label} | ${r.rounds} | ${fmtTime(r.ns.blob)} (${fmtTime(r.blobMin)}) | ${fmtTime(r.ns.stream)} (${fmtRate(r.size, r.ns.stream)}) | ${fmtTime(r.ns.qb)} (${fmtRate(r.size, r.ns.qb)}) | ${x2(r.ns.stream / r.ns.blob)} | ${x2(r.ns.qb / r.ns.blob)} | ${fmtTime(r.blobAlone)} |`),
+    ...results.map((r) =>
+      `| ${r.label} | ${r.rounds} | ${fmtTime(r.ns.blob)} (${fmtTime(r.blobMin)}) | ${withRate(r.size, r.ns.stream)} | ${withRate(r.size, r.ns.qb)} | ${x2(r.ns.stream / r.ns.blob)} | ${x2(r.ns.qb / r.ns.blob)} | ${PLACEMENTS.map((p) => fmtTime(r.blobAlone[p])).join(" / ")} |`
+    ),
     ``,
-    `Flatness (target ≤ 2×): blob hand-over at ${last.label} ÷ at ${first.label} = ${x2(last.ns.blob / first.ns.blob)} interleaved (medians), ${x2(last.blobMin / first.blobMin)} (minimums), ${x2(last.blobAlone / first.blobAlone)} alone back to back (medians).`,
+    `Flatness (target ≤ 2×): blob hand-over at ${last.label} ÷ at ${first.label} = ${x2(last.ns.blob / first.ns.blob)} interleaved (medians), ${x2(last.blobMin / first.blobMin)} (minimums); ` +
+      `alone back to back (medians): ${PLACEMENTS.map((p) => `${p} ${x2(last.blobAlone[p] / first.blobAlone[p])}`).join(", ")}` +
+      ` (the scheduler's placement may differ between sizes, so its ratio can show a placement switch rather than a size effect).`,
     ``,
     `Same hand-over with both ends in one process (BlobChannel.pair: send, receive, MAPPED acknowledgement; 500 cycles after 100 of warm-up): ` +
       local.map((l) => `${l.label} p50 ${fmtTime(l.p50)} / p90 ${fmtTime(l.p90)}`).join("; ") +
