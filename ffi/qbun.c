@@ -662,11 +662,17 @@ static void uring_unmap(qbn_reactor *r) {
 /* Not in every distribution's <linux/io_uring.h> yet (Linux 6.7 ABI). */
 #define IORING_OP_FUTEX_WAIT_ 51
 #define FUTEX2_SIZE_U32_ 0x02
+#define FUTEX2_PRIVATE_ 128
 #define FUTEX_BITSET_MATCH_ANY_ 0xffffffffu
 /* glibc's sem_t on x86_64: one 64-bit word, the count in the low half and
  * the number of sleeping waiters in the high half; sem_post calls
  * futex_wake on the low half only when that number is non-zero. */
 #define SEM_ONE_WAITER ((uint64_t)1 << 32)
+
+/* glibc passes FUTEX_PRIVATE_FLAG in the word after the count for a
+ * process-shared semaphore (its futex calls then drop the flag), 0 for a
+ * private one. */
+static int sem_is_private(void *sem) { return ((volatile int *)sem)[2] == 0; }
 
 static uint64_t cas64(volatile uint64_t *p, uint64_t expected, uint64_t desired) {
   uint64_t prev = expected;
@@ -683,7 +689,7 @@ static int sem_layout_ok(void) {
   uint64_t mem[4] = {0, 0, 0, 0};
   sem_t *sem = (sem_t *)mem;
   if (sizeof(sem_t) < 16 || sem_init(sem, 1, 3) < 0) return 0;
-  int ok = mem[0] == 3;
+  int ok = mem[0] == 3 && !sem_is_private(sem);
   sem_post(sem);
   ok = ok && mem[0] == 4 && sem_trywait(sem) == 0 && mem[0] == 3;
   add64(&mem[0], SEM_ONE_WAITER);
@@ -760,11 +766,16 @@ static struct io_uring_sqe *uring_sqe(qbn_reactor *r, unsigned *tail) {
 static int uring_submit(qbn_reactor *r, unsigned tail, unsigned count) {
   COMPILER_BARRIER();
   *(volatile unsigned *)r->sq_tail = tail;
-  int n;
-  do n = (int)syscall(__NR_io_uring_enter, r->ring_fd, count, 0, 0, NULL, 0);
-  while (n < 0 && errno == EINTR);
-  if (n < 0) return NEG_ERRNO;
-  return n == (int)count ? 0 : -EBUSY;
+  /* A short submit leaves the rest queued: submit it too, or a later wait's
+   * doorbell would be the one left behind. */
+  while (count > 0) {
+    int n = (int)syscall(__NR_io_uring_enter, r->ring_fd, count, 0, 0, NULL, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return NEG_ERRNO;
+    if (n == 0) return -EBUSY;
+    count -= (unsigned)n;
+  }
+  return 0;
 }
 
 /* The 1-byte send on the doorbell that a wait is hard-linked to: it runs when
@@ -856,8 +867,7 @@ int qbn_sem_post_many(void *sem, int n) {
   }
   uint32_t sleepers = (uint32_t)(d >> 32);
   if (sleepers > 0) {
-    int private_flag = ((int *)sem)[2]; /* glibc: FUTEX_PRIVATE_FLAG for a shared semaphore, 0 for a private one */
-    int op = FUTEX_WAKE | (FUTEX_PRIVATE_FLAG ^ private_flag);
+    int op = FUTEX_WAKE | (sem_is_private(sem) ? FUTEX_PRIVATE_FLAG : 0);
     syscall(SYS_futex, (uint32_t *)sem, op, (int)(sleepers < (uint32_t)n ? sleepers : (uint32_t)n), NULL, NULL, 0);
   }
   return 0;
@@ -888,7 +898,16 @@ int qbn_semfutex_take(void *sem, int registered) {
 }
 
 void qbn_semfutex_register(void *sem) { add64(sem, SEM_ONE_WAITER); }
-void qbn_semfutex_unregister(void *sem) { add64(sem, (uint64_t)0 - SEM_ONE_WAITER); }
+/* Leave the waiter count. A sleep the kernel had already woken when it was
+ * cancelled took a wake-up meant for some sleeper: pass it on, as a woken
+ * glibc waiter that finds the count taken would by sleeping again. */
+void qbn_semfutex_unregister(void *sem) {
+  volatile uint64_t *word = sem;
+  add64(word, (uint64_t)0 - SEM_ONE_WAITER);
+  uint64_t d = *word;
+  if ((uint32_t)d > 0 && (d >> 32) > 0)
+    syscall(SYS_futex, (uint32_t *)sem, FUTEX_WAKE | (sem_is_private(sem) ? FUTEX_PRIVATE_FLAG : 0), 1, NULL, NULL, 0);
+}
 
 /* Sleep (registered) until the count may be non-zero; reported with `token`
  * and, in the report's third word, `gen` (so a cancelled sleep's late
@@ -898,10 +917,10 @@ int qbn_semfutex_arm(qbn_reactor *r, void *sem, int token, int gen) {
   unsigned tail = *r->sq_tail;
   struct io_uring_sqe *wait = uring_sqe(r, &tail);
   wait->opcode = IORING_OP_FUTEX_WAIT_;
-  wait->fd = FUTEX2_SIZE_U32_; /* shared: the poster is another process */
+  wait->fd = FUTEX2_SIZE_U32_ | (sem_is_private(sem) ? FUTEX2_PRIVATE_ : 0); /* as the poster's wake will be */
   wait->addr = (uint64_t)(uintptr_t)sem;
   wait->off = 0;               /* addr2: sleep while the count reads 0 */
-  wait->addr3 = FUTEX_BITSET_MATCH_ANY_;
+  ((uint64_t *)wait)[6] = FUTEX_BITSET_MATCH_ANY_; /* addr3, at byte 48 (older headers do not name it) */
   wait->user_data = ((uint64_t)(uint32_t)gen << 32) | (uint32_t)token;
   wait->flags = IOSQE_IO_HARDLINK;
   uring_doorbell_sqe(r, &tail);

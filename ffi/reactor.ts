@@ -45,6 +45,7 @@ type Settle = (value: number, clear: number) => void;
 
 const DRAIN_TRIPLES = 256;
 const ECANCELED = 125;
+const EAGAIN = 11;
 const ETIMEDOUT = 110;
 
 /**
@@ -112,9 +113,23 @@ export class Reactor {
       n = this.#native.qbn_reactor_drain(this.#ptr, buf, DRAIN_TRIPLES);
       for (let i = 0; i < n; i++) {
         const settle = this.#byToken.get(buf[3 * i]!);
-        settle?.(buf[3 * i + 1]! | 0, buf[3 * i + 2]!);
+        try {
+          settle?.(buf[3 * i + 1]! | 0, buf[3 * i + 2]!);
+        } catch (error) {
+          // The reports are out of the kernel's queue: deliver the rest first.
+          queueMicrotask(() => {
+            throw error;
+          });
+        }
       }
     } while (n === DRAIN_TRIPLES);
+  }
+
+  /** A fresh token: 1 … 2^31-1, so it passes through the C side's `int` unchanged. */
+  #takeToken(): number {
+    const token = this.#nextToken;
+    this.#nextToken = token >= 0x7fffffff ? 1 : token + 1;
+    return token;
   }
 
   /** Keep the process alive while a ref'd wait is pending. */
@@ -129,7 +144,7 @@ export class Reactor {
 
   /** Start watching `fd`; the returned handle must be closed before the fd. */
   watch(fd: number): FdWatch {
-    const token = this.#nextToken++;
+    const token = this.#takeToken();
     const watch = new FdWatch(this, this.#native, this.#ptr, fd, token);
     this.#byToken.set(token, (value, clear) => watch.onReport(value, clear));
     return watch;
@@ -158,9 +173,9 @@ export class Reactor {
    * been cancelled.
    */
   futexWaiter(sem: Pointer): FutexWaiter {
-    const token = this.#nextToken++;
+    const token = this.#takeToken();
     const waiter = new FutexWaiter(this, this.#native, this.#ptr, sem, token);
-    this.#byToken.set(token, (_result, generation) => waiter.onReport(generation));
+    this.#byToken.set(token, (result, generation) => waiter.onReport(result, generation));
     return waiter;
   }
 
@@ -170,7 +185,7 @@ export class Reactor {
    * memory at `sem` must stay mapped until {@link SemWaiter.destroy}.
    */
   semWaiter(sem: Pointer): SemWaiter {
-    const token = this.#nextToken++;
+    const token = this.#takeToken();
     const err = new Int32Array(1);
     const ptr = this.#native.qbn_semwaiter_create(this.#ptr, sem, token, err);
     if (!ptr) throw new QbunSystemError(-err[0]!, "pthread_create");
@@ -230,22 +245,25 @@ export class FutexWaiter {
   }
 
   #arm(): void {
-    this.#generation = (this.#generation + 1) >>> 0;
+    this.#generation = (this.#generation + 1) & 0x7fffffff; // passes through the C side's `int` unchanged
     const rc = this.#native.qbn_semfutex_arm(this.#rptr, this.#sem, this.#token, this.#generation);
     if (rc < 0) this.#finish(new QbunSystemError(-rc, "io_uring_enter"), true);
   }
 
-  /** @internal Woken, or EAGAIN (posted before the sleep began): take the count, or sleep again. */
-  onReport(generation: number): void {
+  /** @internal Woken (0), or EAGAIN (posted before the sleep began): take the count, or sleep again. */
+  onReport(result: number, generation: number): void {
     if (!this.#done || generation !== this.#generation) return; // a cancelled sleep's completion
     if (this.#native.qbn_semfutex_take(this.#sem, 1) === 1) this.#finish(undefined, false);
-    else this.#arm(); // another waiter took it first
+    else if (result === 0 || result === -EAGAIN) this.#arm(); // another waiter took it first
+    else this.#finish(new QbunSystemError(-result, "io_uring futex wait"), true); // would fail again at once
   }
 
   /** Stop the wait in progress (its `done` gets `reason`; the count is unchanged). No-op when idle. */
   cancel(reason: unknown): void {
     if (!this.#done) return;
-    this.#native.qbn_semfutex_cancel(this.#rptr, this.#token, this.#generation); // takes effect before it returns
+    // Takes effect before it returns. (A sleep the kernel already woke is
+    // no longer there to cancel: unregistering passes its wake-up on.)
+    this.#native.qbn_semfutex_cancel(this.#rptr, this.#token, this.#generation);
     this.#finish(reason, true);
   }
 

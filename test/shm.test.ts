@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
-import { Mapping, OwnedFd, QbunArgumentError, QbunSystemError, Semaphore, SharedMemory } from "../src/shm/index.ts";
+import { ClosedError, Mapping, OwnedFd, QbunArgumentError, QbunSystemError, Semaphore, SharedMemory } from "../src/shm/index.ts";
 import { UnixListener, UnixStream } from "../src/unix/index.ts";
 import { Reactor } from "../ffi/reactor.ts";
 
@@ -442,6 +442,30 @@ describe("process-shared semaphores", () => {
     expect(await Promise.all(pending)).toEqual([true, true, true]);
     expect(sem.value).toBe(0);
     expect(new DataView(map.bytes.buffer, map.bytes.byteOffset + 1024 + 4, 4).getUint32(0, true)).toBe(0); // no sleeper left registered
+  });
+
+  test("closing the mapping ends callback waits, and a callback cannot start a new wait on the unmapped memory", async () => {
+    using mem = SharedMemory.memfd({ size: 4096 });
+    const map = mem.map();
+    const sem = Semaphore.init(map, 2048);
+    await sem.wait({ timeout: 1 }); // the reactor runs
+    const ended: unknown[] = [];
+    let retry: unknown;
+    expect(
+      sem.waitThen((error) => {
+        ended.push(error);
+        try {
+          sem.waitThen(() => ended.push("a second wait ended"));
+        } catch (e) {
+          retry = e;
+        }
+      }),
+    ).toBe(false);
+    map.close();
+    await Bun.sleep(20);
+    expect(ended.length).toBe(1);
+    expect(ended[0]).toBeInstanceOf(ClosedError);
+    expect(retry).toBeInstanceOf(ClosedError);
   });
 
   test("1,000 async waits leave no thread behind", async () => {

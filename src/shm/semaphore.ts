@@ -105,6 +105,7 @@ export class Semaphore implements MappingDependent {
     const started = Reactor.get();
     const reactor = started instanceof Promise ? await started : started; // no extra tick once it runs
     this.#checkOpen();
+    options.signal?.throwIfAborted(); // it may have fired while the reactor started
     if (options.timeout === undefined && reactor.futexWaits) {
       const waiter = this.#futexWaiter(reactor);
       const signal = options.signal;
@@ -116,7 +117,9 @@ export class Semaphore implements MappingDependent {
         else reject(error);
       };
       if (waiter.wait(done)) return true;
-      signal?.addEventListener("abort", onAbort, { once: true });
+      // Only a wait still asleep may be cancelled: once `done` ran, the
+      // waiter may already serve somebody else's wait.
+      if (waiter.busy) signal?.addEventListener("abort", onAbort, { once: true });
       return promise;
     }
     return this.#threadWaiter(reactor).wait(options.timeout ?? -1, options.signal);
@@ -134,9 +137,23 @@ export class Semaphore implements MappingDependent {
     if (this.tryWait()) return true;
     const started = Reactor.get();
     if (started instanceof Promise) {
-      started.then(() => {
-        if (this.waitThen(done)) done();
-      }, done);
+      const pendingStart = { cancelled: undefined as unknown };
+      this.#startingWaits.add(pendingStart);
+      started.then(
+        () => {
+          this.#startingWaits.delete(pendingStart);
+          if (pendingStart.cancelled !== undefined) return done(pendingStart.cancelled);
+          try {
+            if (this.waitThen(done)) done();
+          } catch (error) {
+            done(error); // closed meanwhile
+          }
+        },
+        (error: unknown) => {
+          this.#startingWaits.delete(pendingStart);
+          done(error);
+        },
+      );
       return false;
     }
     if (started.futexWaits) return this.#futexWaiter(started).wait(done);
@@ -146,8 +163,12 @@ export class Semaphore implements MappingDependent {
     return false;
   }
 
+  /** Waits started before the reactor ran: they begin once it does, unless cancelled meanwhile. */
+  readonly #startingWaits = new Set<{ cancelled: unknown }>();
+
   /** Stop every wait in progress on this semaphore; each ends with `reason`. */
   cancelWaits(reason: unknown): void {
+    for (const pending of this.#startingWaits) pending.cancelled = reason;
     for (const waiter of this.#futexWaiters) waiter.cancel(reason);
     for (const waiter of this.#waiters.splice(0)) waiter.destroy(reason);
   }
@@ -191,21 +212,22 @@ export class Semaphore implements MappingDependent {
   /** Destroy (sem_destroy): only when no process waits on it any more. */
   destroy(): void {
     this.#checkOpen();
+    this.#detached = true; // first: a wait's callback must not start another one on this memory
     this.#stopWaits();
-    check(this.#native.qbn_sem_destroy(this.#ptr), "sem_destroy");
-    this.#detached = true;
     this.#mapping.removeDependent(this);
+    check(this.#native.qbn_sem_destroy(this.#ptr), "sem_destroy");
   }
 
   /** Cancel io_uring waits and join every helper thread: nothing touches the semaphore afterwards. */
   #stopWaits(): void {
+    for (const pending of this.#startingWaits) pending.cancelled ??= new ClosedError("semaphore");
     for (const waiter of this.#futexWaiters.splice(0)) waiter.dispose(new ClosedError("semaphore"));
     for (const waiter of this.#waiters.splice(0)) waiter.destroy(new ClosedError("semaphore"));
   }
 
   /** @internal called by the mapping before it unmaps */
   detachFromMapping(): void {
+    this.#detached = true; // first: a wait's callback must not start another one on this memory
     this.#stopWaits();
-    this.#detached = true;
   }
 }
