@@ -236,6 +236,39 @@ describe("a long-lived connection", () => {
   });
 });
 
+describe("requests sent just before close", () => {
+  test.each(["shm", "socket"] as const)("reach the server when their send() resolved (%s)", async (transport) => {
+    const seen: number[] = [];
+    const server = await QbServer.listen({
+      name: uniqueName(`close-${transport}`),
+      transport,
+      handler: (request) => {
+        seen.push(request.id);
+        return {};
+      },
+    });
+    try {
+      const client = await QbClient.connect(server.name);
+      // Sent in one turn of the event loop: the shm transport batches their notification.
+      const sends = [client.send(11), client.send(12), client.send(13)];
+      await client.close();
+      const outcomes = await Promise.allSettled(sends);
+      const sent = [11, 12, 13].filter((_, i) => outcomes[i]!.status === "fulfilled");
+      // SHM writes all three at once (their notification is batched); the
+      // socket transport sends the first and queues the others, which close()
+      // then refuses: their send() rejects, so the caller knows.
+      if (transport === "shm") expect(sent).toEqual([11, 12, 13]);
+      for (const outcome of outcomes) if (outcome.status === "rejected") expect(outcome.reason).toBeInstanceOf(QbDisconnectedError);
+      const deadline = Date.now() + 5_000;
+      while (seen.length < sent.length && Date.now() < deadline) await Bun.sleep(10);
+      await Bun.sleep(50); // nothing more arrives
+      expect(seen).toEqual(sent);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 describe("flow control", () => {
   test.each(["shm", "socket"])("a libqb server's rate limit OFF holds requests back until NORMAL (%s)", async (transport) => {
     const server = await servers.libqb(transport);

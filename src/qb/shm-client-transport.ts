@@ -191,6 +191,9 @@ export class ShmClientTransport implements ClientTransport {
 
   close(): void {
     if (this.#closed) return;
+    // Requests sent in this turn of the event loop still go (qb_ipcc_send
+    // then disconnect delivers them too); a dead server makes this a no-op.
+    this.#flush();
     this.#closed = true;
     if (!this.#gone.signal.aborted) this.#gone.abort(new PeerGoneError());
     this.#eventWaiter?.();

@@ -95,6 +95,12 @@ export class ShmServerTransport implements ServerTransport {
   }
 
   writeEvent(parts: readonly Uint8Array[]): boolean {
+    // Responses held for the batch were written before this event: let the
+    // client see them first, as it would have without the batching.
+    if (this.#holds > 0 && !this.#closed) {
+      this.#response.releasePosts();
+      this.#response.holdPosts();
+    }
     if (!this.#event.write(parts)) return false;
     // One byte per event, never dropped: stream writes queue when the socket is full.
     this.#setup.write(NOTIFY).catch(() => {}); // a dead peer is noticed by the reader

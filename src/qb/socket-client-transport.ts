@@ -77,7 +77,8 @@ export class SocketClientTransport implements ClientTransport {
 
   async send(parts: readonly Uint8Array[]): Promise<boolean> {
     await this.#requests.send(concatParts(parts));
-    Atomics.add(this.#counters, Control.REQUEST_SENT, 1);
+    // Sent; a close meanwhile unmapped the control file (nothing left to count into).
+    if (!this.#closed) Atomics.add(this.#counters, Control.REQUEST_SENT, 1);
     return true;
   }
 
