@@ -5,15 +5,16 @@
  * call: a process compiling at that moment can read a half-written header
  * and fail (seen as "invalid type" in stdio.h when several qbun processes
  * started at once). qbun processes therefore compile one at a time, under a
- * lock directory (mkdir is atomic) that names its holder; a holder that died,
- * or held it for seconds, is overtaken.
+ * lock directory (mkdir is atomic) that names its holder. A dead holder's
+ * lock is taken over; after waiting seconds for a live one, qbun compiles
+ * anyway (the lock is a courtesy between qbun processes, never a failure).
  * @module
  */
-import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-/** Longer than any compile takes; past it, a lock is someone's leftover. */
+/** Longer than any compile takes; past it, stop waiting. */
 const STALE_MS = 10_000;
 
 /** Run `compile` while holding the per-user compile lock (best effort: never fails for the lock's sake). */
@@ -23,7 +24,25 @@ export function withCompileLock<T>(compile: () => T): T {
   try {
     return compile();
   } finally {
-    if (held) rmSync(lock, { recursive: true, force: true });
+    // Only our own: a holder overtaken as stale must not remove its successor's lock.
+    if (held && holder(lock) === process.pid) remove(lock);
+  }
+}
+
+/** Remove a lock directory; a failure only means the next process waits for it to go stale. */
+function remove(lock: string): void {
+  try {
+    rmSync(lock, { recursive: true, force: true });
+  } catch {}
+}
+
+/** The pid named in the lock, if any. */
+function holder(lock: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(join(lock, "pid"), "utf8"));
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -37,8 +56,14 @@ function acquire(lock: string): boolean {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "EEXIST") return false; // no lock possible here: compile anyway
     }
-    if (isStale(lock) || Date.now() > giveUpAt) {
-      rmSync(lock, { recursive: true, force: true });
+    if (Date.now() > giveUpAt) return false; // compile unlocked rather than fail
+    if (isStale(lock)) {
+      // Rename first: of two processes that both found it stale, one removes it.
+      const aside = `${lock}.stale-${process.pid}`;
+      try {
+        renameSync(lock, aside);
+        remove(aside);
+      } catch {}
       continue;
     }
     Bun.sleepSync(5); // a compile takes tens of milliseconds
@@ -46,19 +71,17 @@ function acquire(lock: string): boolean {
 }
 
 function isStale(lock: string): boolean {
-  try {
-    const pid = Number(readFileSync(join(lock, "pid"), "utf8"));
-    if (Number.isInteger(pid) && pid > 0) {
-      try {
-        process.kill(pid, 0);
-        return false;
-      } catch (error) {
-        return (error as NodeJS.ErrnoException).code === "ESRCH";
-      }
+  const pid = holder(lock);
+  if (pid === process.pid) return true; // left by this very process (an exception between make and remove)
+  if (pid !== undefined) {
+    try {
+      process.kill(pid, 0);
+      return false;
+    } catch (error) {
+      return (error as NodeJS.ErrnoException).code === "ESRCH";
     }
-  } catch {
-    // No pid yet: it was made a moment ago, or its maker died in between.
   }
+  // No pid yet: it was made a moment ago, or its maker died in between.
   try {
     return Date.now() - statSync(lock).mtimeMs > 2_000;
   } catch {

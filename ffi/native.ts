@@ -189,7 +189,7 @@ const lockedCc: typeof cc = (options) => withCompileLock(() => cc(options));
 /** The path of the glibc this process runs on, read from its own maps. */
 function runningLibc(): string {
   const maps = readFileSync("/proc/self/maps", "utf8");
-  const match = /\s(\/\S*\/libc\.so\.6)$/m.exec(maps);
+  const match = /\s(\/\S*\/libc\.so\.6)(?: \(deleted\))?$/m.exec(maps);
   if (!match) throw new Error("qbun: this process does not run on glibc (libc.so.6 not mapped)");
   return match[1]!;
 }

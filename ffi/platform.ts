@@ -51,7 +51,7 @@ export function detectLibc(maps?: string): LibcKind {
       return "unknown";
     }
   }
-  if (/\/libc\.so\.6$/m.test(text)) return "glibc";
+  if (/\/libc\.so\.6(?: \(deleted\))?$/m.test(text)) return "glibc"; // "(deleted)": upgraded under a running process
   if (/\/(?:ld-musl-[^/\s]*|libc\.musl-[^/\s]*)$/m.test(text)) return "musl";
   return "unknown";
 }
