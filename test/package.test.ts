@@ -13,8 +13,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, isAbsolute, join, relative, resolve } from "node:path";
+import { join, relative, resolve } from "node:path";
 import { detectLibc, platformProblem } from "../ffi/platform.ts";
+import { HIDE_SCRIPT, libcLinkScripts, namespaceUnavailable } from "./helpers/no-headers.ts";
 
 const root = resolve(import.meta.dir, "..");
 const fixtures = join(import.meta.dir, "fixtures", "consumer");
@@ -330,50 +331,3 @@ describe("on an unsupported platform, importing qbun throws a clear error", () =
   });
 });
 
-/**
- * Runs "$@" after hiding libc6-dev in the current (private) mount namespace
- * (as test/binary.test.ts does): an empty tmpfs over /usr/include, an empty
- * file over every glibc libc.so link script in $QBUN_HIDE.
- */
-const HIDE_SCRIPT = `
-set -eu
-if [ -d /usr/include ]; then mount -t tmpfs -o size=64k,mode=0755 qbun-no-headers /usr/include; fi
-if [ -e /usr/include/stdio.h ]; then echo "hiding failed: /usr/include/stdio.h is visible" >&2; exit 97; fi
-old_ifs=$IFS; IFS=:
-for f in $QBUN_HIDE; do
-  mount --bind "$QBUN_EMPTY_FILE" "$f"
-  if [ -s "$f" ]; then echo "hiding failed: $f still has content" >&2; exit 97; fi
-done
-IFS=$old_ifs
-echo "hidden: /usr/include has no stdio.h; empty link script(s): $QBUN_HIDE" >&2
-exec "$@"
-`;
-
-function namespaceUnavailable(): string | undefined {
-  if (process.getuid?.() !== 0) return "mounting in a namespace needs root";
-  const probe = Bun.spawnSync(["unshare", "-m", "--propagation", "private", "true"], { stdout: "ignore", stderr: "ignore" });
-  if (probe.exitCode !== 0) return "unshare -m is not available";
-  return undefined;
-}
-
-/** Every glibc `libc.so` link script a compiler could use (text scripts only, never a real library). */
-function libcLinkScripts(): string[] {
-  const dirs = new Set(["/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib"]);
-  for (const base of ["/usr/lib", "/lib"]) {
-    try {
-      for (const name of readdirSync(base)) if (name.includes("-linux-")) dirs.add(join(base, name));
-    } catch {}
-  }
-  const viaGcc = Bun.spawnSync(["gcc", "-print-file-name=libc.so"], { stdout: "pipe", stderr: "ignore" });
-  const printed = viaGcc.success ? viaGcc.stdout.toString().trim() : "";
-  if (isAbsolute(printed)) dirs.add(dirname(printed));
-  const found = new Set<string>();
-  for (const dir of dirs) {
-    try {
-      const real = realpathSync(join(dir, "libc.so"));
-      const head = readFileSync(real).subarray(0, 512).toString("latin1");
-      if (/GNU ld script|GROUP\s*\(/.test(head)) found.add(real);
-    } catch {}
-  }
-  return [...found];
-}
