@@ -5,7 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import * as v from "valibot";
 import { maxMessageSize, uid, wholeNumber } from "../cli/args.ts";
-import { qbun } from "./cli-support.ts";
+import { qbun } from "./helpers/cli.ts";
 
 describe("qbun serve rejects bad flags before listening", () => {
   test.each([

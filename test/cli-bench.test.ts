@@ -5,7 +5,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { removeCBuilds } from "./helpers/peers.ts";
-import { cliMain, json, qbun, SERVER_KINDS, shmEntriesOf, startServer, Terminal } from "./cli-support.ts";
+import { cliMain, json, qbun, SERVER_KINDS, shmEntriesOf, startServer, Terminal } from "./helpers/cli.ts";
 
 afterAll(removeCBuilds);
 

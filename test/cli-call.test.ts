@@ -5,7 +5,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { Deadline } from "../cli/connect.ts";
 import { removeCBuilds } from "./helpers/peers.ts";
-import { json, qbun, SERVER_KINDS, shmEntriesOf, startServer } from "./cli-support.ts";
+import { json, qbun, SERVER_KINDS, shmEntriesOf, startServer } from "./helpers/cli.ts";
 
 afterAll(removeCBuilds);
 

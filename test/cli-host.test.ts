@@ -13,7 +13,7 @@ import { paddedAbstractName, unixSockets } from "../cli/host/unix-sockets.ts";
 import { QbClient } from "../src/qb/index.ts";
 import { tempDir, uniqueName } from "./helpers/env.ts";
 import { removeCBuilds } from "./helpers/peers.ts";
-import { json, qbun, SERVER_KINDS, shmEntriesOf, startServer, Terminal } from "./cli-support.ts";
+import { json, qbun, SERVER_KINDS, shmEntriesOf, startServer, Terminal } from "./helpers/cli.ts";
 
 afterAll(removeCBuilds);
 

@@ -9,7 +9,7 @@ import { PassThrough } from "node:stream";
 import { nextKey, QUIT } from "../cli/keys.ts";
 import { QbClient } from "../src/qb/index.ts";
 import { removeCBuilds } from "./helpers/peers.ts";
-import { qbun, SERVER_KINDS, startServer, Terminal } from "./cli-support.ts";
+import { qbun, SERVER_KINDS, startServer, Terminal } from "./helpers/cli.ts";
 
 afterAll(removeCBuilds);
 

@@ -8,7 +8,7 @@ import { writeFileSync } from "node:fs";
 import { HandlerImportError, loadHandlerModule } from "../cli/handler-module.ts";
 import { tempDir, uniqueName } from "./helpers/env.ts";
 import { compileC, removeCBuilds } from "./helpers/peers.ts";
-import { cliMain, json, qbun, shmEntriesOf } from "./cli-support.ts";
+import { cliMain, json, qbun, shmEntriesOf } from "./helpers/cli.ts";
 
 let libqbClient = "";
 beforeAll(async () => {

@@ -5,11 +5,11 @@
  */
 import type { Subprocess } from "bun";
 import { join, resolve } from "node:path";
-import { uniqueName } from "./helpers/env.ts";
+import { uniqueName } from "./env.ts";
 import { readdirSync } from "node:fs";
-import { compileC } from "./helpers/peers.ts";
+import { compileC } from "./peers.ts";
 
-export const root = resolve(import.meta.dir, "..");
+export const root = resolve(import.meta.dir, "..", "..");
 export const cliMain = join(root, "cli", "main.ts");
 
 /** What a finished `qbun` run said. */
