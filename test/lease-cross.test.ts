@@ -2,42 +2,18 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { CapabilityPolicy, LeaseClient, LeaseOwner, type AuditRecord } from "../src/lease/index.ts";
 import { caught, settledFdCount, settlesWithin, shmListing, uniqueName } from "./helpers/env.ts";
-import { Peer, type PyReply } from "./helpers/peers.ts";
+import { CommandPeer, Peer } from "./helpers/peers.ts";
 
 const PEER = join(import.meta.dir, "peers", "lease_peer.ts");
 const PY_READER = join(import.meta.dir, "peers", "lease_reader.py");
 
 /** test/peers/lease_peer.ts in a child Bun process, driven by JSON lines. */
-class LeasePeer extends Peer {
-  #queue: Promise<unknown> = Promise.resolve();
-
+class LeasePeer extends CommandPeer {
   static async start(): Promise<LeasePeer> {
     const proc = Bun.spawn([process.execPath, PEER], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
-    const peer = new LeasePeer(proc, "lease peer");
+    const peer = new LeasePeer(proc, "lease peer", 30_000);
     await peer.waitReady();
     return peer;
-  }
-
-  /** Send a command; resolves with its reply line (commands are answered in order). */
-  request(op: string, args: Record<string, unknown> = {}): Promise<PyReply> {
-    this.proc.stdin.write(`${JSON.stringify({ op, ...args })}\n`);
-    this.proc.stdin.flush();
-    const reply = this.#queue.then(async () => {
-      const line = await this.lines.next(30_000, `lease peer: reply to ${op}`);
-      if (line === null) {
-        await this.proc.exited;
-        throw new Error(`lease peer exited (${this.proc.exitCode ?? this.proc.signalCode}) before replying to ${op}: ${await this.stderr()}`);
-      }
-      return JSON.parse(line) as PyReply;
-    });
-    this.#queue = reply.catch(() => {});
-    return reply;
-  }
-
-  async call(op: string, args: Record<string, unknown> = {}): Promise<PyReply> {
-    const reply = await this.request(op, args);
-    if (!reply.ok) throw new Error(`lease peer ${op} failed: ${reply.code} ${reply.error}`);
-    return reply;
   }
 }
 

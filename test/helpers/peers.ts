@@ -126,30 +126,29 @@ export interface PyReply {
   [key: string]: any;
 }
 
-/** Error raised by {@link PyPeer.call} when the peer reports a failure. */
+/** Error raised by {@link CommandPeer.call} when the peer reports a failure. */
 export class PeerError extends Error {
-  constructor(readonly reply: PyReply) {
-    super(`peer failed: ${reply.code} ${reply.error}`);
+  constructor(
+    readonly reply: PyReply,
+    what = "peer",
+  ) {
+    super(`${what} failed: ${reply.code} ${reply.error}`);
   }
 }
 
 /**
- * test/peers/unix_peer.py, driven over stdin/stdout with JSON lines.
- * Commands run one at a time in order; a blocking command (accept, recv)
- * may be sent without awaiting it, then awaited after qbun acted.
+ * A peer driven by JSON lines: each command `{op, ...args}` on stdin is
+ * answered, in order, by one JSON line on stdout.
  */
-export class PyPeer extends Peer {
+export class CommandPeer extends Peer {
   #queue: Promise<unknown> = Promise.resolve();
+  readonly #name: string;
+  readonly #replyMs: number;
 
-  static async start(): Promise<PyPeer> {
-    const proc = Bun.spawn(["python3", "-u", join(PEERS_DIR, "unix_peer.py")], {
-      stdin: "pipe",
-      stdout: "pipe",
-      stderr: "pipe",
-    });
-    const peer = new PyPeer(proc, "python peer");
-    await peer.waitReady();
-    return peer;
+  protected constructor(proc: Subprocess<"pipe", "pipe", "pipe">, name: string, replyMs: number) {
+    super(proc, name);
+    this.#name = name;
+    this.#replyMs = replyMs;
   }
 
   /** Run one command; resolves with the reply, whether ok or not. */
@@ -157,8 +156,11 @@ export class PyPeer extends Peer {
     this.proc.stdin.write(`${JSON.stringify({ op, ...args })}\n`);
     this.proc.stdin.flush();
     const reply = this.#queue.then(async () => {
-      const line = await this.lines.next(20_000, `python peer: reply to ${op}`);
-      if (line === null) throw new Error(`python peer exited before replying to ${op}: ${await this.stderr()}`);
+      const line = await this.lines.next(this.#replyMs, `${this.#name}: reply to ${op}`);
+      if (line === null) {
+        await this.proc.exited;
+        throw new Error(`${this.#name} exited (${this.proc.exitCode ?? this.proc.signalCode}) before replying to ${op}: ${await this.stderr()}`);
+      }
       return JSON.parse(line) as PyReply;
     });
     this.#queue = reply.catch(() => {});
@@ -168,9 +170,29 @@ export class PyPeer extends Peer {
   /** Run one command; throws {@link PeerError} if the peer reports a failure. */
   async call(op: string, args: Record<string, unknown> = {}): Promise<PyReply> {
     const reply = await this.request(op, args);
-    if (!reply.ok) throw new PeerError(reply);
+    if (!reply.ok) throw new PeerError(reply, `${this.#name} ${op}`);
     return reply;
   }
+}
+
+
+/**
+ * test/peers/unix_peer.py, driven over stdin/stdout with JSON lines.
+ * Commands run one at a time in order; a blocking command (accept, recv)
+ * may be sent without awaiting it, then awaited after qbun acted.
+ */
+export class PyPeer extends CommandPeer {
+  static async start(): Promise<PyPeer> {
+    const proc = Bun.spawn(["python3", "-u", join(PEERS_DIR, "unix_peer.py")], {
+      stdin: "pipe",
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    const peer = new PyPeer(proc, "python peer", 20_000);
+    await peer.waitReady();
+    return peer;
+  }
+
 
   /** Ask the peer to exit by itself (sockets closed, files not unlinked). */
   async exit(): Promise<void> {
