@@ -76,6 +76,7 @@ const symbols = {
   qbn_shutdown: { args: ["int", "int"], returns: "int" },
   qbn_send: { args: ["int", "ptr", "i64", "int"], returns: "int" },
   qbn_recv: { args: ["int", "ptr", "i64", "int"], returns: "int" },
+  qbn_send2: { args: ["int", "ptr", "i64", "ptr", "i64", "int"], returns: "int" },
   qbn_sendmsg: {
     args: ["int", "ptr", "i64", "ptr", "int", "ptr", "int", "ptr", "int"],
     returns: "int",

@@ -344,6 +344,19 @@ int qbn_send(int fd, const void *data, int64_t len, int flags) {
   return r < 0 ? NEG_ERRNO : (int)r;
 }
 
+/* One message from two buffers (a header and its payload) without joining them first. */
+int qbn_send2(int fd, const void *a, int64_t alen, const void *b, int64_t blen, int flags) {
+  struct iovec iov[2];
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  iov[0].iov_base = (void *)a; iov[0].iov_len = (size_t)alen;
+  iov[1].iov_base = (void *)b; iov[1].iov_len = (size_t)blen;
+  msg.msg_iov = iov;
+  msg.msg_iovlen = 2;
+  ssize_t r = sendmsg(fd, &msg, flags | MSG_NOSIGNAL);
+  return r < 0 ? NEG_ERRNO : (int)r;
+}
+
 int qbn_recv(int fd, void *data, int64_t len, int flags) {
   ssize_t r = recv(fd, data, (size_t)len, flags);
   return r < 0 ? NEG_ERRNO : (int)r;

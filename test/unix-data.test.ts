@@ -322,6 +322,45 @@ describe("datagram", () => {
     expect(performance.now() - t0).toBeLessThan(1500);
   });
 
+  test("non-waiting calls: trySend (parts gathered into one datagram), nextLength, tryReceiveInto", async () => {
+    const { q, ps, qAddr, pyName } = await datagramLink();
+    using _q = q;
+    q.connect({ abstract: pyName });
+    // Two parts leave as one datagram, three or more too; an empty one is a datagram of its own.
+    expect(q.trySend([bytes("head:"), bytes("payload")])).toBe(true);
+    expect(q.trySend([bytes("a"), bytes("b"), bytes("c")])).toBe(true);
+    expect(q.trySend(new Uint8Array(0))).toBe(true);
+    expect(await py.call("recv_many", { sock: ps, count: 3 })).toMatchObject({ sizes: [12, 3, 0], heads: ["head:payload", "abc", ""] });
+
+    // Nothing queued: undefined, not a wait.
+    expect(q.nextLength()).toBeUndefined();
+    expect(q.tryReceiveInto(new Uint8Array(16))).toBeUndefined();
+    await py.call("send", { sock: ps, text: "0123456789", to: qAddr });
+    await py.call("send", { sock: ps, text: "next", to: qAddr });
+    // nextLength leaves the datagram queued; a short buffer gets its start and its whole length.
+    expect(q.nextLength()).toBe(10);
+    expect(q.nextLength()).toBe(10);
+    const into = new Uint8Array(4);
+    expect(q.tryReceiveInto(into)).toBe(10);
+    expect(text(into)).toBe("0123");
+    // The rest of the cut datagram is gone, the next one is whole.
+    const next = new Uint8Array(16);
+    expect(q.tryReceiveInto(next)).toBe(4);
+    expect(text(next.subarray(0, 4))).toBe("next");
+    expect(q.tryReceiveInto(next)).toBeUndefined();
+
+    // A full receiver: trySend says false instead of waiting; room again once it reads.
+    let sent = 0;
+    while (q.trySend(bytes(`dgram ${sent}`))) sent++;
+    expect(sent).toBeGreaterThan(0);
+    expect(q.trySend(bytes("refused"))).toBe(false);
+    const drained = await py.call("recv_many", { sock: ps, count: sent });
+    expect(drained.heads.at(-1)).toBe(`dgram ${sent - 1}`);
+    await q.writable();
+    expect(q.trySend(bytes("after"))).toBe(true);
+    expect((await py.call("recv_many", { sock: ps, count: 1 })).heads).toEqual(["after"]);
+  });
+
   for (const mode of ["connected", "unconnected"] as const) {
     test(`${mode} sends to a full receiver wait until it reads, and every datagram arrives`, async () => {
       const { q, ps, pyName } = await datagramLink();

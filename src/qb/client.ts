@@ -267,8 +267,12 @@ export class QbClient implements AsyncDisposable {
         sendParts = this.#headerAndPayload;
         sendParts[1] = parts[0]!;
       } else sendParts = [this.#header, ...parts];
-      const result = this.#transport.send(sendParts);
-      this.#headerAndPayload[1] = EMPTY;
+      let result: boolean | Promise<boolean>;
+      try {
+        result = this.#transport.send(sendParts);
+      } finally {
+        this.#headerAndPayload[1] = EMPTY; // hold no caller's payload
+      }
       if (result === true) {
         this.#slots.push(slot);
         this.#readResponses();

@@ -9,9 +9,11 @@ import { dirname } from "node:path";
 import { SharedMemory, type Mapping } from "../shm/index.ts";
 import { UnixDatagram, type UnixStream } from "../unix/index.ts";
 import { RingCorruptError } from "./ring.ts";
-import { concatParts, Control, CONTROL_SIZE, libqbAbstract } from "./socket-names.ts";
+import { Control, CONTROL_SIZE, libqbAbstract } from "./socket-names.ts";
 import { type ClientTransport, PeerGoneError } from "./transport.ts";
 
+/** Connections negotiated up to this size read through one reusable buffer. */
+const SCRATCH_LIMIT = 64 * 1024;
 
 /** The client half of one socket-transport connection. */
 export class SocketClientTransport implements ClientTransport {
@@ -23,6 +25,8 @@ export class SocketClientTransport implements ClientTransport {
   readonly #events: UnixDatagram;
   readonly #gone = new AbortController();
   readonly #maxMessageSize: number;
+  /** Reused for every read when the negotiated size is small (see #tryReceive). */
+  readonly #scratch: Uint8Array | undefined;
   #closed = false;
 
   constructor(setup: UnixStream, names: { request: string; response: string }, maxMessageSize: number) {
@@ -31,6 +35,7 @@ export class SocketClientTransport implements ClientTransport {
     }
     this.#controlPath = names.request;
     this.#maxMessageSize = maxMessageSize;
+    this.#scratch = maxMessageSize <= SCRATCH_LIMIT ? new Uint8Array(maxMessageSize) : undefined;
     const file = SharedMemory.openFile({ path: this.#controlPath });
     const sockets: UnixDatagram[] = [];
     try {
@@ -75,11 +80,31 @@ export class SocketClientTransport implements ClientTransport {
     return !this.#closed;
   }
 
-  async send(parts: readonly Uint8Array[]): Promise<boolean> {
-    await this.#requests.send(concatParts(parts));
+  send(parts: readonly Uint8Array[]): boolean | Promise<boolean> {
+    if (this.#closed) return false;
+    if (this.#requests.trySend(parts)) {
+      Atomics.add(this.#counters, Control.REQUEST_SENT, 1);
+      return true;
+    }
+    // The server's queue is full: wait for room with a copy (the caller may reuse its parts).
+    return this.#sendLater(parts.map((part) => part.slice()));
+  }
+
+  async #sendLater(parts: Uint8Array[]): Promise<boolean> {
+    for (;;) {
+      await this.#requests.writable({ signal: this.#gone.signal });
+      if (this.#requests.trySend(parts)) break;
+    }
     // Sent; a close meanwhile unmapped the control file (nothing left to count into).
     if (!this.#closed) Atomics.add(this.#counters, Control.REQUEST_SENT, 1);
     return true;
+  }
+
+  takeResponse(): Uint8Array | undefined {
+    if (this.#closed) return undefined;
+    const bytes = this.#tryReceive(this.#requests);
+    if (bytes) Atomics.sub(this.#counters, Control.RESPONSE_SENT, 1);
+    return bytes;
   }
 
   async nextResponse(): Promise<Uint8Array> {
@@ -95,9 +120,38 @@ export class SocketClientTransport implements ClientTransport {
   }
 
   async #receive(socket: UnixDatagram): Promise<Uint8Array> {
-    const message = await socket.receive({ maxBytes: this.#maxMessageSize, maxFds: 0, signal: this.#gone.signal });
-    if (message.truncated) throw new RingCorruptError(this.#controlPath, `a datagram above the negotiated ${this.#maxMessageSize} bytes`);
-    return message.data;
+    for (;;) {
+      this.#gone.signal.throwIfAborted();
+      const bytes = this.#tryReceive(socket);
+      if (bytes) return bytes;
+      await socket.readable({ signal: this.#gone.signal });
+    }
+  }
+
+  /**
+   * One datagram if one is queued, copied out. Small connections read into a
+   * reusable buffer (one syscall); large ones ask the size first, to read
+   * into a buffer of exactly that size rather than copy megabytes twice.
+   */
+  #tryReceive(socket: UnixDatagram): Uint8Array | undefined {
+    const scratch = this.#scratch;
+    if (scratch) {
+      const n = socket.tryReceiveInto(scratch);
+      if (n === undefined) return undefined;
+      if (n > scratch.byteLength) throw this.#oversized(n);
+      return scratch.slice(0, n);
+    }
+    const size = socket.nextLength();
+    if (size === undefined) return undefined;
+    if (size > this.#maxMessageSize) throw this.#oversized(size);
+    const bytes = new Uint8Array(size);
+    const n = socket.tryReceiveInto(bytes);
+    if (n !== size) throw new RingCorruptError(this.#controlPath, `a ${size}-byte datagram changed size to ${n} while being read`);
+    return bytes;
+  }
+
+  #oversized(size: number): RingCorruptError {
+    return new RingCorruptError(this.#controlPath, `a ${size}-byte datagram above the negotiated ${this.#maxMessageSize} bytes`);
   }
 
   /** Nothing beyond what close() removes. */

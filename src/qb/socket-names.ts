@@ -20,16 +20,3 @@ export function libqbAbstract(name: string): AddressInput {
   return { abstract: raw, padded: true };
 }
 
-/** One datagram from a message's parts (libqb's sendv gathers them likewise). */
-export function concatParts(parts: readonly Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  let length = 0;
-  for (const part of parts) length += part.byteLength;
-  const out = new Uint8Array(length);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.byteLength;
-  }
-  return out;
-}

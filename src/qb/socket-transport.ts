@@ -8,9 +8,10 @@
 import { rmdirSync, unlinkSync } from "node:fs";
 import { SharedMemory, type Mapping } from "../shm/index.ts";
 import { UnixDatagram } from "../unix/index.ts";
-import { concatParts, Control, CONTROL_SIZE, libqbAbstract } from "./socket-names.ts";
+import { Control, CONTROL_SIZE, libqbAbstract } from "./socket-names.ts";
 import { type IncomingMessage, PeerGoneError, type ServerTransport, type TransportNames, type TransportSetup } from "./transport.ts";
-
+/** Connections negotiated below this size read through one reusable buffer. */
+const SCRATCH_LIMIT = 64 * 1024;
 
 /** The server half of one socket-transport connection. */
 export class SocketServerTransport implements ServerTransport {
@@ -25,10 +26,16 @@ export class SocketServerTransport implements ServerTransport {
   readonly #dir: string;
   /** Aborted when the client leaves (PeerGoneError) or the transport closes. */
   readonly #gone = new AbortController();
+  readonly #maxMessageSize: number;
+  /** Reused for every read when the negotiated size is small (see #tryReceive). */
+  readonly #scratch: Uint8Array | undefined;
   #closed = false;
 
   constructor(setup: TransportSetup) {
     this.#dir = setup.dir;
+    this.#maxMessageSize = setup.maxMessageSize;
+    // One byte more than allowed, so that an oversized request shows as one.
+    this.#scratch = setup.maxMessageSize < SCRATCH_LIMIT ? new Uint8Array(setup.maxMessageSize + 1) : undefined;
     this.#controlPath = `${setup.dir}/qb-control-${setup.service}`;
     this.#base = `${setup.dir}/qb-${setup.service}`;
     const file = SharedMemory.openFile({ path: this.#controlPath, create: true, size: CONTROL_SIZE });
@@ -70,11 +77,31 @@ export class SocketServerTransport implements ServerTransport {
     })();
   }
 
-  async take(): Promise<IncomingMessage | null> {
-    const message = await this.#requests.tryReceive({ maxFds: 0 });
-    if (message === undefined) return null;
+  take(): IncomingMessage | null {
+    const bytes = this.#tryReceive();
+    if (bytes === undefined) return null;
     Atomics.sub(this.#counters, Control.REQUEST_SENT, 1);
-    return { bytes: message.data, inPlace: false, release() {} };
+    return { bytes, inPlace: false, release() {} };
+  }
+
+  /**
+   * One request if one is queued, copied out (a client may send more than
+   * negotiated: the connection refuses it). Small connections read through
+   * one reusable buffer; large ones ask the size first.
+   */
+  #tryReceive(): Uint8Array | undefined {
+    const scratch = this.#scratch;
+    if (scratch) {
+      const n = this.#requests.tryReceiveInto(scratch);
+      if (n === undefined) return undefined;
+      // Cut to the buffer: still over the limit, so the connection answers EMSGSIZE.
+      return scratch.slice(0, Math.min(n, scratch.byteLength));
+    }
+    const size = this.#requests.nextLength();
+    if (size === undefined) return undefined;
+    const bytes = new Uint8Array(Math.min(size, this.#maxMessageSize + 1));
+    this.#requests.tryReceiveInto(bytes);
+    return bytes;
   }
 
   /** The connection closes this transport when it ends, which ends this wait too. */
@@ -87,11 +114,11 @@ export class SocketServerTransport implements ServerTransport {
 
   releaseResponses(): void {}
 
-  writeResponse(parts: readonly Uint8Array[]): Promise<boolean> {
+  writeResponse(parts: readonly Uint8Array[]): boolean | Promise<boolean> {
     return this.#send(this.#requests, `${this.#base}-response`, Control.RESPONSE_SENT, parts);
   }
 
-  writeEvent(parts: readonly Uint8Array[]): Promise<boolean> {
+  writeEvent(parts: readonly Uint8Array[]): boolean | Promise<boolean> {
     return this.#send(this.#events, `${this.#base}-event`, Control.EVENT_SENT, parts);
   }
 
@@ -99,14 +126,22 @@ export class SocketServerTransport implements ServerTransport {
   readonly #connected = new Set<UnixDatagram>();
 
   /** One datagram to the client's `peer` socket, counted in the control file's `counter` slot. */
-  async #send(socket: UnixDatagram, peer: string, counter: number, parts: readonly Uint8Array[]): Promise<boolean> {
-    // Gathered into a new buffer now: the caller may reuse its parts while we connect.
-    const datagram = parts.length === 1 ? parts[0]!.slice() : concatParts(parts);
+  #send(socket: UnixDatagram, peer: string, counter: number, parts: readonly Uint8Array[]): boolean | Promise<boolean> {
+    if (this.#connected.has(socket) && socket.trySend(parts)) {
+      Atomics.add(this.#counters, counter, 1);
+      return true;
+    }
+    // Not connected yet, or the client's queue is full: finish later with a
+    // copy (the caller may reuse its parts).
+    return this.#sendLater(socket, peer, counter, parts.map((part) => part.slice()));
+  }
+
+  async #sendLater(socket: UnixDatagram, peer: string, counter: number, parts: Uint8Array[]): Promise<boolean> {
     if (!this.#connected.has(socket)) {
       await connectWithRetry(socket, peer);
       this.#connected.add(socket);
     }
-    await socket.send(datagram);
+    while (!socket.trySend(parts)) await socket.writable({ signal: this.#gone.signal });
     Atomics.add(this.#counters, counter, 1);
     return true;
   }
