@@ -165,7 +165,7 @@ export class QbClient implements AsyncDisposable {
       if (max < RESPONSE_HEADER_SIZE || max > 1 << 30) throw new RingCorruptError(service, `negotiated size ${max} is not sane`);
       let transport: ClientTransport;
       if (response.connectionType === ConnectionType.SHM) transport = new ShmClientTransport(setup, response, max);
-      else if (response.connectionType === ConnectionType.SOCKET) transport = new SocketClientTransport(setup, response, max);
+      else if (response.connectionType === ConnectionType.SOCKET) transport = new SocketClientTransport(setup, response, max, server?.uid);
       else throw new QbunSystemError(response.connectionType === 2 || response.connectionType === 3 ? 95 : 22, "qb_ipcc_connect", { address: service, hint: `transport type ${response.connectionType} is not supported` });
       return new QbClient(service, setup, transport, max, server);
     } catch (error) {

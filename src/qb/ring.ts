@@ -179,7 +179,8 @@ export class Ring implements Disposable {
       const header = SharedMemory.openFile({ path: files.headerPath });
       opened.push(header);
       const headerSize = header.size;
-      if (headerSize < RingHeader.SIZE) throw new RingCorruptError(files.prefix, `header file is ${headerSize} bytes, not at least ${RingHeader.SIZE}`);
+      // The header plus libqb's user int (the flow-control value) behind it.
+      if (headerSize < RingHeader.SIZE + 4) throw new RingCorruptError(files.prefix, `header file is ${headerSize} bytes, not at least ${RingHeader.SIZE + 4}`);
       const headerMap = header.map({ guard: true });
       maps.push(headerMap);
       const view = headerMap.view;

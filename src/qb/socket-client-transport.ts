@@ -4,13 +4,26 @@
  * and `<base>-event` connected to `<base>-event-tx` (events).
  * @module
  */
-import { rmdirSync, unlinkSync } from "node:fs";
-import { dirname } from "node:path";
+import { lstatSync, rmdirSync, unlinkSync } from "node:fs";
+import { basename, dirname } from "node:path";
 import { SharedMemory, type Mapping } from "../shm/index.ts";
 import { UnixDatagram, type UnixStream } from "../unix/index.ts";
 import { RingCorruptError } from "./ring.ts";
 import { Control, CONTROL_SIZE, libqbAbstract } from "./socket-names.ts";
 import { type ClientTransport, PeerGoneError } from "./transport.ts";
+
+const S_IFMT = 0o170000;
+const S_IFREG = 0o100000;
+
+/** Whether `path` (not followed if a link) is the file `id` names. */
+function sameFile(path: string, id: { dev: number; ino: number }): boolean {
+  try {
+    const st = lstatSync(path);
+    return st.isFile() && st.dev === id.dev && st.ino === id.ino;
+  } catch {
+    return false;
+  }
+}
 
 /** Connections negotiated up to this size read through one reusable buffer. */
 const SCRATCH_LIMIT = 64 * 1024;
@@ -19,6 +32,8 @@ const SCRATCH_LIMIT = 64 * 1024;
 export class SocketClientTransport implements ClientTransport {
   readonly kind = "socket" as const;
   readonly #controlPath: string;
+  /** The control file's identity when it was checked, to remove only that file. */
+  readonly #controlId: { dev: number; ino: number };
   readonly #control: Mapping;
   readonly #counters: Int32Array;
   readonly #requests: UnixDatagram;
@@ -29,19 +44,36 @@ export class SocketClientTransport implements ClientTransport {
   readonly #scratch: Uint8Array | undefined;
   #closed = false;
 
-  constructor(setup: UnixStream, names: { request: string; response: string }, maxMessageSize: number) {
+  /**
+   * `serverUid`: the server's uid from the handshake's credentials. The
+   * control file's path comes from the server, and this client writes
+   * counters into the file and removes it at the end (as libqb's does): so
+   * it must be a 24-byte regular file, not reached through a symbolic link,
+   * owned by this process's user (libqb's server gives it to the client) or
+   * by the server's.
+   */
+  constructor(setup: UnixStream, names: { request: string; response: string }, maxMessageSize: number, serverUid?: number) {
     if (!names.request.startsWith("/") || !names.response.startsWith("/")) {
       throw new RingCorruptError(names.request, "control file or socket name is not an absolute path");
     }
     this.#controlPath = names.request;
     this.#maxMessageSize = maxMessageSize;
     this.#scratch = maxMessageSize <= SCRATCH_LIMIT ? new Uint8Array(maxMessageSize) : undefined;
-    const file = SharedMemory.openFile({ path: this.#controlPath });
+    const file = SharedMemory.openFile({ path: this.#controlPath, noFollow: true });
     const sockets: UnixDatagram[] = [];
+    let control: Mapping | undefined;
     try {
-      if (file.size < CONTROL_SIZE) throw new RingCorruptError(this.#controlPath, `control file is ${file.size} bytes, not ${CONTROL_SIZE}`);
-      this.#control = file.map({ length: CONTROL_SIZE, guard: true });
-      this.#counters = new Int32Array(this.#control.bytes.buffer, this.#control.bytes.byteOffset, CONTROL_SIZE / 4);
+      const st = file.stat();
+      if ((st.mode & S_IFMT) !== S_IFREG || st.size !== CONTROL_SIZE) {
+        throw new RingCorruptError(this.#controlPath, `control file is not a regular file of ${CONTROL_SIZE} bytes (mode 0o${st.mode.toString(8)}, ${st.size} bytes)`);
+      }
+      if (st.uid !== process.geteuid!() && st.uid !== serverUid) {
+        throw new RingCorruptError(this.#controlPath, `control file belongs to uid ${st.uid}, neither this process's nor the server's`);
+      }
+      this.#controlId = { dev: st.dev, ino: st.ino };
+      control = file.map({ length: CONTROL_SIZE, guard: true });
+      this.#control = control;
+      this.#counters = new Int32Array(control.bytes.buffer, control.bytes.byteOffset, CONTROL_SIZE / 4);
       const base = names.response;
       const open = (local: string, remote: string) => {
         const socket = UnixDatagram.bound(libqbAbstract(local));
@@ -55,6 +87,7 @@ export class SocketClientTransport implements ClientTransport {
       this.#events = open(`${base}-event`, `${base}-event-tx`);
     } catch (error) {
       for (const socket of sockets) socket.close();
+      control?.close();
       throw error;
     } finally {
       file.close();
@@ -164,12 +197,18 @@ export class SocketClientTransport implements ClientTransport {
     this.#requests.close();
     this.#events.close();
     this.#control.close();
-    // libqb's client removes the control file and the directory in this transport.
-    for (const remove of [() => unlinkSync(this.#controlPath), () => rmdirSync(dirname(this.#controlPath))]) {
-      try {
-        remove();
-      } catch {}
-    }
+    // libqb's client removes the control file and the directory in this
+    // transport; here only if the name still leads to the file checked at
+    // connect, and only a libqb-style connection directory.
+    if (!sameFile(this.#controlPath, this.#controlId)) return;
+    try {
+      unlinkSync(this.#controlPath);
+    } catch {}
+    const dir = dirname(this.#controlPath);
+    if (!basename(dir).startsWith("qb-")) return;
+    try {
+      rmdirSync(dir);
+    } catch {}
   }
 }
 

@@ -25,6 +25,7 @@ const O_RDONLY = 0;
 const O_RDWR = 2;
 const O_CREAT = 0o100;
 const O_EXCL = 0o200;
+const O_NOFOLLOW = 0o400000;
 
 /** Options for {@link SharedMemory.memfd}. */
 export interface MemfdOptions {
@@ -66,6 +67,19 @@ export interface OpenFileOptions {
   size?: number;
   /** Open read-only. */
   readOnly?: boolean;
+  /** Refuse a symbolic link as the last path component (O_NOFOLLOW: ELOOP). */
+  noFollow?: boolean;
+}
+
+/** What `fstat` says of a shared-memory file ({@link SharedMemory.stat}). */
+export interface SharedMemoryStat {
+  readonly size: number;
+  /** File type and permission bits (`st_mode`). */
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly dev: number;
+  readonly ino: number;
 }
 
 /** Options for {@link SharedMemory.map}. */
@@ -172,6 +186,7 @@ export class SharedMemory implements Disposable {
     const native = loadNative();
     let flags = options.readOnly ? O_RDONLY : O_RDWR;
     if (options.create) flags |= O_CREAT | (options.exclusive === false ? 0 : O_EXCL);
+    if (options.noFollow) flags |= O_NOFOLLOW;
     const rc = native.qbn_open(cstr(options.path), flags, options.mode ?? 0o600);
     if (rc < 0) throw new QbunSystemError(-rc, "open", { path: options.path });
     const mem = new SharedMemory(new OwnedFd(rc), "file", options.path, !!options.readOnly);
@@ -224,6 +239,13 @@ export class SharedMemory implements Disposable {
     const st = new BigInt64Array(6);
     check(this.#native.qbn_fstat(this.fd, st), "fstat");
     return Number(st[0]!);
+  }
+
+  /** The file's size, type, mode, owner and identity (fstat). */
+  stat(): SharedMemoryStat {
+    const st = new BigInt64Array(6);
+    check(this.#native.qbn_fstat(this.fd, st), "fstat");
+    return { size: Number(st[0]!), mode: Number(st[1]!), uid: Number(st[2]!), gid: Number(st[3]!), ino: Number(st[4]!), dev: Number(st[5]!) };
   }
 
   /** Change the size (ftruncate). EPERM once sealed against it. */
