@@ -95,6 +95,10 @@ export class ShmClientTransport implements ClientTransport {
     return true;
   }
 
+  flush(): void {
+    this.#flush();
+  }
+
   /** Make the batch visible: post once per request, then one byte per request. */
   readonly #flush = (): void => {
     const count = this.#batched;

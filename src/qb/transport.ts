@@ -105,6 +105,11 @@ export interface ClientTransport {
    * response if one is there now, copied out; undefined if none.
    */
   takeResponse?(): Uint8Array | undefined;
+  /**
+   * Capability of transports that batch the requests of one turn of the
+   * event loop (SHM): send them now.
+   */
+  flush?(): void;
   /** The next event, copied out. Rejects with the `gone` reason once the connection ends. */
   nextEvent(): Promise<Uint8Array>;
   /**
