@@ -366,11 +366,23 @@ describe("handlers", () => {
     expect(reported.map(String)).toEqual(["Error: handler bug", "Error: async handler bug"]);
   });
 
-  test("zero-copy requests: payloads read in place from the ring, echoed correctly under wrap-around and pipelining", async () => {
-    const server = await startServer("shm", { zeroCopyRequests: true });
+  test.each(["shm", "socket"] as const)("zero-copy requests (%s): payloads read in place (ring chunk or receive buffer), echoed correctly under wrap-around and pipelining", async (transport) => {
+    const server = await startServer(transport, { zeroCopyRequests: true });
     await expectOk([server.name, "echo", "4093", "2000"]);
     await expectOk([server.name, "pipeline", "1001", "2000", "16"]);
     await expectOk([server.name, "--max", "1048576", "echo", "1048552", "10"]);
+  });
+
+  test.each(["shm", "socket"] as const)("an asynchronous handler (%s) gets its own copy of each payload while later requests arrive", async (transport) => {
+    // Requests are read into memory the transport reuses: the next request
+    // must not overwrite a payload a pending handler still holds.
+    const server = await startServer(transport, {
+      handler: async (request) => {
+        await Bun.sleep(1);
+        return { data: request.payload };
+      },
+    });
+    await expectOk([server.name, "pipeline", "1001", "300", "16"]);
   });
 });
 

@@ -10,9 +10,6 @@ import { SharedMemory, type Mapping } from "../shm/index.ts";
 import { UnixDatagram } from "../unix/index.ts";
 import { Control, CONTROL_SIZE, libqbAbstract } from "./socket-names.ts";
 import { type IncomingMessage, PeerGoneError, type ServerTransport, type TransportNames, type TransportSetup } from "./transport.ts";
-/** Connections negotiated below this size read through one reusable buffer. */
-const SCRATCH_LIMIT = 64 * 1024;
-
 /** The server half of one socket-transport connection. */
 export class SocketServerTransport implements ServerTransport {
   readonly kind = "socket" as const;
@@ -27,15 +24,13 @@ export class SocketServerTransport implements ServerTransport {
   /** Aborted when the client leaves (PeerGoneError) or the transport closes. */
   readonly #gone = new AbortController();
   readonly #maxMessageSize: number;
-  /** Reused for every read when the negotiated size is small (see #tryReceive). */
-  readonly #scratch: Uint8Array | undefined;
+  /** Every request is read into this (allocated on the first). */
+  #buffer: Uint8Array | undefined;
   #closed = false;
 
   constructor(setup: TransportSetup) {
     this.#dir = setup.dir;
     this.#maxMessageSize = setup.maxMessageSize;
-    // One byte more than allowed, so that an oversized request shows as one.
-    this.#scratch = setup.maxMessageSize < SCRATCH_LIMIT ? new Uint8Array(setup.maxMessageSize + 1) : undefined;
     this.#controlPath = `${setup.dir}/qb-control-${setup.service}`;
     this.#base = `${setup.dir}/qb-${setup.service}`;
     const file = SharedMemory.openFile({ path: this.#controlPath, create: true, size: CONTROL_SIZE });
@@ -77,31 +72,18 @@ export class SocketServerTransport implements ServerTransport {
     })();
   }
 
-  take(): IncomingMessage | null {
-    const bytes = this.#tryReceive();
-    if (bytes === undefined) return null;
-    Atomics.sub(this.#counters, Control.REQUEST_SENT, 1);
-    return { bytes, inPlace: false, release() {} };
-  }
-
   /**
-   * One request if one is queued, copied out (a client may send more than
-   * negotiated: the connection refuses it). Small connections read through
-   * one reusable buffer; large ones ask the size first.
+   * The next request if one is queued, read into the connection's own
+   * buffer: valid until the next take(), like a request in place in an SHM
+   * ring (the connection copies what must outlive it). One byte larger than
+   * negotiated, so that an oversized request shows as one (and is refused).
    */
-  #tryReceive(): Uint8Array | undefined {
-    const scratch = this.#scratch;
-    if (scratch) {
-      const n = this.#requests.tryReceiveInto(scratch);
-      if (n === undefined) return undefined;
-      // Cut to the buffer: still over the limit, so the connection answers EMSGSIZE.
-      return scratch.slice(0, Math.min(n, scratch.byteLength));
-    }
-    const size = this.#requests.nextLength();
-    if (size === undefined) return undefined;
-    const bytes = new Uint8Array(Math.min(size, this.#maxMessageSize + 1));
-    this.#requests.tryReceiveInto(bytes);
-    return bytes;
+  take(): IncomingMessage | null {
+    this.#buffer ??= new Uint8Array(this.#maxMessageSize + 1);
+    const n = this.#requests.tryReceiveInto(this.#buffer);
+    if (n === undefined) return null;
+    Atomics.sub(this.#counters, Control.REQUEST_SENT, 1);
+    return { bytes: this.#buffer.subarray(0, Math.min(n, this.#buffer.byteLength)), inPlace: true, release() {} };
   }
 
   /** The connection closes this transport when it ends, which ends this wait too. */

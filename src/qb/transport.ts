@@ -40,11 +40,15 @@ export interface TransportNames {
 
 /** One received request: bytes valid until `release()`. */
 export interface IncomingMessage {
-  /** The whole message (request header + payload), possibly in place in shared memory. */
+  /** The whole message (request header + payload), possibly in place in a ring or a reused buffer. */
   readonly bytes: Uint8Array;
-  /** Whether `bytes` lives in shared memory and must be copied to outlive `release()`. */
+  /**
+   * Whether `bytes` is memory the transport reuses (an SHM ring chunk, the
+   * socket transport's receive buffer), to be copied if it must outlive
+   * `release()` or the next take().
+   */
   readonly inPlace: boolean;
-  /** Give the space back to the peer (reclaim the ring chunk). */
+  /** Give the space back to the peer (reclaim the ring chunk; nothing for a socket). */
   release(): void;
 }
 
