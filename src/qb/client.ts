@@ -343,7 +343,7 @@ export class QbClient implements AsyncDisposable {
     try {
       this.#transport.flush?.();
       const take = this.#transport.takeResponse;
-      while (take && this.#slots.length > 0 && !this.#failure) {
+      while (take && this.#slots.length > 0 && !this.#failure && !this.#transport.serverRunsAlongside) {
         const bytes = this.#transport.takeResponse!();
         if (bytes === undefined) break;
         this.#deliver(this.#parse(bytes, "response"));
@@ -365,6 +365,13 @@ export class QbClient implements AsyncDisposable {
         const ready = this.#slots.length > 1 ? this.#transport.takeResponse?.() : undefined;
         const bytes = ready ?? (await this.#transport.nextResponse());
         this.#deliver(this.#parse(bytes, "response"));
+        if (this.#transport.serverRunsAlongside && this.#slots.length > 0) {
+          // Let the caller write its next request now, and send it at once:
+          // a server on another CPU keeps working instead of draining its
+          // queue and going to sleep while we read the rest.
+          await null;
+          this.#transport.flush?.();
+        }
       }
     } catch (error) {
       this.#fail(error, error instanceof PeerGoneError);

@@ -248,6 +248,33 @@ export class Ring implements Disposable {
    * count itself ({@link Ring.waitForChunk}).
    */
   takeAcquired(): Uint8Array {
+    const start = this.#locate();
+    return this.#bytes.subarray(start, start + this.#takenLength);
+  }
+
+  /**
+   * {@link Ring.take}, copied out of the ring and reclaimed at once (one
+   * copy, no view over the ring); null when the ring is empty.
+   */
+  takeCopy(): Uint8Array | null {
+    if (this.#closed || !this.#sem.tryWait()) return null;
+    return this.takeCopyAcquired();
+  }
+
+  /** {@link Ring.takeCopy} for a reader that already took the semaphore's count. */
+  takeCopyAcquired(): Uint8Array {
+    const start = this.#locate();
+    const length = this.#takenLength;
+    const copy = this.#bytes.slice(start, start + length);
+    this.reclaim(length);
+    return copy;
+  }
+
+  /**
+   * Check the committed chunk at the read pointer (its semaphore count is
+   * taken) and remember it for reclaim(); returns its payload's byte offset.
+   */
+  #locate(): number {
     const p = Atomics.load(this.#header, RingHeader.READ_PT / 4);
     if (p >= this.#wordSize) throw new RingCorruptError(this.files.prefix, `read pointer ${p} outside the ${this.#wordSize}-word ring`);
     const magic = Atomics.load(this.#words, p + 1);
@@ -260,9 +287,11 @@ export class Ring implements Disposable {
     }
     this.#checkFiles();
     this.#takenAt = p;
-    const start = (p + 2) * 4; // start + len < 2 * dataSize: the mirror keeps it contiguous
-    return this.#bytes.subarray(start, start + len);
+    this.#takenLength = len;
+    return (p + 2) * 4; // start + len < 2 * dataSize: the mirror keeps it contiguous
   }
+
+  #takenLength = 0;
 
   /**
    * Wait (without blocking the event loop) for the writer to commit a chunk;

@@ -13,6 +13,8 @@ import { type ClientTransport, PeerGoneError } from "./transport.ts";
 
 /** Zero bytes to notify the server with: one per request. */
 const NOTIFY = new Uint8Array(256);
+/** NOTIFY's first n bytes, for every n: a view per flush would be an allocation per flush. */
+const NOTIFY_VIEWS = Array.from({ length: NOTIFY.byteLength + 1 }, (_, n) => NOTIFY.subarray(0, n));
 
 /** The client half of one SHM connection. */
 export class ShmClientTransport implements ClientTransport {
@@ -99,15 +101,29 @@ export class ShmClientTransport implements ClientTransport {
     this.#flush();
   }
 
+  /**
+   * Whether the server seems to run on another CPU, answering while this
+   * client runs, rather than on this one, answering while the client waits
+   * (it preempts the notification send, so the answers are there when the
+   * send returns). Measured at every flush: the share of the flushed
+   * requests already answered once the send returned, averaged.
+   */
+  get serverRunsAlongside(): boolean {
+    return this.#answeredAtFlush < 0.5;
+  }
+
+  #answeredAtFlush = 1;
+
   /** Make the batch visible: post once per request, then one byte per request. */
   readonly #flush = (): void => {
     const count = this.#batched;
     this.#batched = 0;
     if (count === 0 || this.#closed) return;
+    const before = this.#response.pending;
     this.#request.releasePosts();
     try {
       for (let left = count; left > 0; ) {
-        const bytes = NOTIFY.subarray(0, Math.min(left, NOTIFY.byteLength));
+        const bytes = NOTIFY_VIEWS[Math.min(left, NOTIFY.byteLength)]!;
         const sent = this.#setup.tryWrite(bytes);
         left -= sent;
         if (sent < bytes.byteLength) {
@@ -118,7 +134,10 @@ export class ShmClientTransport implements ClientTransport {
       }
     } catch {
       // A dead server shows up as the end of the setup stream.
+      return;
     }
+    const answered = Math.min(Math.max(this.#response.pending - before, 0), count) / count;
+    this.#answeredAtFlush += (answered - this.#answeredAtFlush) / 8;
   };
 
   /** A finished wait already took the semaphore count of the next response. */
@@ -129,10 +148,9 @@ export class ShmClientTransport implements ClientTransport {
     if (this.#closed) return undefined;
     if (this.#acquired) {
       this.#acquired = false;
-      return this.#copyOut(this.#response, this.#response.takeAcquired());
+      return this.#response.takeCopyAcquired();
     }
-    const chunk = this.#response.take();
-    return chunk === null ? undefined : this.#copyOut(this.#response, chunk);
+    return this.#response.takeCopy() ?? undefined;
   }
 
   /**
@@ -174,10 +192,10 @@ export class ShmClientTransport implements ClientTransport {
     for (;;) {
       this.#gone.signal.throwIfAborted();
       if (this.#eventBytes > 0) {
-        const chunk = this.#event.take();
-        if (chunk) {
+        const event = this.#event.takeCopy();
+        if (event) {
           this.#eventBytes--;
-          return this.#copyOut(this.#event, chunk);
+          return event;
         }
         this.#eventBytes = 0; // a byte with no event behind it: nothing to read
       }
@@ -185,12 +203,6 @@ export class ShmClientTransport implements ClientTransport {
       await new Promise<void>((resolve) => (this.#eventWaiter = resolve));
       this.#eventWaiter = undefined;
     }
-  }
-
-  #copyOut(ring: Ring, chunk: Uint8Array): Uint8Array {
-    const copy = chunk.slice();
-    ring.reclaim(chunk.byteLength);
-    return copy;
   }
 
   close(): void {

@@ -114,6 +114,12 @@ export interface ClientTransport {
    * event loop (SHM): send them now.
    */
   flush?(): void;
+  /**
+   * Capability of batching transports: true while the server answers as
+   * requests arrive, in parallel with this client (another CPU): requests
+   * should then go out as soon as each response makes room, not in batches.
+   */
+  readonly serverRunsAlongside?: boolean;
   /** The next event, copied out. Rejects with the `gone` reason once the connection ends. */
   nextEvent(): Promise<Uint8Array>;
   /**
