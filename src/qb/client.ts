@@ -19,6 +19,7 @@ import {
   MIN_MAX_MSG_SIZE,
   parseConnectionResponse,
   putRequestHeader,
+  type QbMessage,
   REQUEST_HEADER_SIZE,
   RESPONSE_HEADER_SIZE,
 } from "./wire.ts";
@@ -37,12 +38,7 @@ export interface QbClientOptions {
   socketDir?: string;
 }
 
-/** A response (or event): the header's id and error (0 or -errno), then the payload. */
-export interface QbMessage {
-  readonly id: number;
-  readonly error: number;
-  readonly data: Uint8Array;
-}
+export type { QbMessage } from "./wire.ts";
 
 /** Options for one request. */
 export interface QbRequestOptions {
@@ -70,10 +66,6 @@ interface Slot {
 const FORCE_FILESYSTEM_SOCKETS = "/etc/libqb/force-filesystem-sockets";
 const EMPTY = new Uint8Array(0);
 
-/** Little-endian int32 at `offset` (the caller checked the length). */
-function int32At(bytes: Uint8Array, offset: number): number {
-  return bytes[offset]! | (bytes[offset + 1]! << 8) | (bytes[offset + 2]! << 16) | (bytes[offset + 3]! << 24);
-}
 /** Events read ahead of an iterator that is not pulling. */
 const MAX_QUEUED_EVENTS = 256;
 const ETIMEDOUT = 110;
@@ -344,9 +336,9 @@ export class QbClient implements AsyncDisposable {
       this.#transport.flush?.();
       const take = this.#transport.takeResponse;
       while (take && this.#slots.length > 0 && !this.#failure && !this.#transport.serverRunsAlongside) {
-        const bytes = this.#transport.takeResponse!();
-        if (bytes === undefined) break;
-        this.#deliver(this.#parse(bytes, "response"));
+        const message = this.#transport.takeResponse!();
+        if (message === undefined) break;
+        this.#deliver(message);
       }
     } catch (error) {
       this.#reading = false;
@@ -363,8 +355,7 @@ export class QbClient implements AsyncDisposable {
         // With several requests in flight, take what is there already without
         // waiting; a lone request waits directly (measured faster sequentially).
         const ready = this.#slots.length > 1 ? this.#transport.takeResponse?.() : undefined;
-        const bytes = ready ?? (await this.#transport.nextResponse());
-        this.#deliver(this.#parse(bytes, "response"));
+        this.#deliver(ready ?? (await this.#transport.nextResponse()));
         if (this.#transport.serverRunsAlongside && this.#slots.length > 0) {
           // Let the caller write its next request now, and send it at once:
           // a server on another CPU keeps working instead of draining its
@@ -390,15 +381,6 @@ export class QbClient implements AsyncDisposable {
       if (waiter) waiter.resolve(message);
       else this.#received.push(message);
     }
-  }
-
-  /** Check a message from the server (untrusted) and split it. */
-  #parse(bytes: Uint8Array, what: string): QbMessage {
-    if (bytes.byteLength < RESPONSE_HEADER_SIZE) throw new RingCorruptError(this.service, `a ${bytes.byteLength}-byte ${what} has no room for its header`);
-    if (bytes.byteLength > this.maxMessageSize) throw new RingCorruptError(this.service, `a ${bytes.byteLength}-byte ${what} exceeds the negotiated size`);
-    const size = int32At(bytes, 8);
-    if (size < RESPONSE_HEADER_SIZE || size > bytes.byteLength) throw new RingCorruptError(this.service, `${what} header claims ${size} bytes of ${bytes.byteLength}`);
-    return { id: int32At(bytes, 0), error: int32At(bytes, 16), data: bytes.subarray(RESPONSE_HEADER_SIZE, size) };
   }
 
   /** Events from the server, in order, until the connection ends. */
@@ -442,7 +424,7 @@ export class QbClient implements AsyncDisposable {
     void (async () => {
       try {
         while (!this.#failure) {
-          const event = this.#parse(await this.#transport.nextEvent(), "event");
+          const event = await this.#transport.nextEvent();
           for (const listener of this.#eventListeners) listener(event);
           const waiter = this.#eventWaiters.shift();
           if (waiter) waiter.resolve({ value: event, done: false });

@@ -7,7 +7,7 @@
 import type { UnixStream } from "../unix/index.ts";
 import { RingCorruptError } from "./ring.ts";
 import { type IncomingMessage, PeerGoneError, type ServerTransport } from "./transport.ts";
-import { MessageId, putResponseHeader, REQUEST_HEADER_SIZE, RESPONSE_HEADER_SIZE } from "./wire.ts";
+import { int32At, MessageId, putResponseHeader, REQUEST_HEADER_SIZE, RESPONSE_HEADER_SIZE } from "./wire.ts";
 
 /** Access granted to a client by the application's `authenticate`. */
 export type AccessLevel = "read-write" | "read-only";
@@ -499,7 +499,3 @@ export class QbConnection {
   }
 }
 
-/** Little-endian int32 at `offset` (no DataView per message). */
-function int32At(bytes: Uint8Array, offset: number): number {
-  return bytes[offset]! | (bytes[offset + 1]! << 8) | (bytes[offset + 2]! << 16) | (bytes[offset + 3]! << 24);
-}

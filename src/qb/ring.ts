@@ -253,21 +253,31 @@ export class Ring implements Disposable {
   }
 
   /**
-   * {@link Ring.take}, copied out of the ring and reclaimed at once (one
-   * copy, no view over the ring); null when the ring is empty.
+   * {@link Ring.take} for a reader that parses the chunk where it lies: the
+   * payload's offset in {@link Ring.data} ({@link Ring.takenLength} bytes),
+   * or -1 when the ring is empty. Reclaim it once read.
    */
-  takeCopy(): Uint8Array | null {
-    if (this.#closed || !this.#sem.tryWait()) return null;
-    return this.takeCopyAcquired();
+  takeOffset(): number {
+    if (this.#closed || !this.#sem.tryWait()) return -1;
+    return this.#locate();
   }
 
-  /** {@link Ring.takeCopy} for a reader that already took the semaphore's count. */
-  takeCopyAcquired(): Uint8Array {
-    const start = this.#locate();
-    const length = this.#takenLength;
-    const copy = this.#bytes.slice(start, start + length);
-    this.reclaim(length);
-    return copy;
+  /** {@link Ring.takeOffset} for a reader that already took the semaphore's count. */
+  takeOffsetAcquired(): number {
+    return this.#locate();
+  }
+
+  /** Length of the chunk last taken. */
+  get takenLength(): number {
+    return this.#takenLength;
+  }
+
+  /**
+   * The whole ring's bytes (mapped twice in a row, so a chunk is contiguous
+   * even where it wraps): read a chunk found by {@link Ring.takeOffset}.
+   */
+  get data(): Uint8Array {
+    return this.#bytes;
   }
 
   /**

@@ -10,6 +10,7 @@ import { dirname } from "node:path";
 import type { UnixStream } from "../unix/index.ts";
 import { Ring, RingCorruptError, ringFiles } from "./ring.ts";
 import { type ClientTransport, PeerGoneError } from "./transport.ts";
+import { type QbMessage, readMessage } from "./wire.ts";
 
 /** Zero bytes to notify the server with: one per request. */
 const NOTIFY = new Uint8Array(256);
@@ -144,13 +145,25 @@ export class ShmClientTransport implements ClientTransport {
   #acquired = false;
   #responseReady: ((error?: unknown) => void) | undefined;
 
-  takeResponse(): Uint8Array | undefined {
+  takeResponse(): QbMessage | undefined {
     if (this.#closed) return undefined;
+    let start: number;
     if (this.#acquired) {
       this.#acquired = false;
-      return this.#response.takeCopyAcquired();
+      start = this.#response.takeOffsetAcquired();
+    } else {
+      start = this.#response.takeOffset();
+      if (start < 0) return undefined;
     }
-    return this.#response.takeCopy() ?? undefined;
+    return this.#readOut(this.#response, start, "response");
+  }
+
+  /** The message just taken from `ring`, checked and its payload copied out; then reclaimed. */
+  #readOut(ring: Ring, start: number, what: "response" | "event"): QbMessage {
+    const length = ring.takenLength;
+    const message = readMessage(ring.data, start, length, ring.maxMessageSize, what, ring.files.prefix, true);
+    ring.reclaim(length);
+    return message;
   }
 
   /**
@@ -179,7 +192,7 @@ export class ShmClientTransport implements ClientTransport {
     ready?.(error);
   };
 
-  async nextResponse(): Promise<Uint8Array> {
+  async nextResponse(): Promise<QbMessage> {
     for (;;) {
       const ready = this.takeResponse();
       if (ready) return ready;
@@ -188,14 +201,14 @@ export class ShmClientTransport implements ClientTransport {
     }
   }
 
-  async nextEvent(): Promise<Uint8Array> {
+  async nextEvent(): Promise<QbMessage> {
     for (;;) {
       this.#gone.signal.throwIfAborted();
       if (this.#eventBytes > 0) {
-        const event = this.#event.takeCopy();
-        if (event) {
+        const start = this.#event.takeOffset();
+        if (start >= 0) {
           this.#eventBytes--;
-          return event;
+          return this.#readOut(this.#event, start, "event");
         }
         this.#eventBytes = 0; // a byte with no event behind it: nothing to read
       }

@@ -11,6 +11,7 @@ import { UnixDatagram, type UnixStream } from "../unix/index.ts";
 import { RingCorruptError } from "./ring.ts";
 import { Control, CONTROL_SIZE, libqbAbstract } from "./socket-names.ts";
 import { type ClientTransport, PeerGoneError } from "./transport.ts";
+import { type QbMessage, readMessage } from "./wire.ts";
 
 const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
@@ -133,46 +134,47 @@ export class SocketClientTransport implements ClientTransport {
     return true;
   }
 
-  takeResponse(): Uint8Array | undefined {
+  takeResponse(): QbMessage | undefined {
     if (this.#closed) return undefined;
-    const bytes = this.#tryReceive(this.#requests);
-    if (bytes) Atomics.sub(this.#counters, Control.RESPONSE_SENT, 1);
-    return bytes;
+    const message = this.#tryReceive(this.#requests, "response");
+    if (message) Atomics.sub(this.#counters, Control.RESPONSE_SENT, 1);
+    return message;
   }
 
-  async nextResponse(): Promise<Uint8Array> {
-    const bytes = await this.#receive(this.#requests);
+  async nextResponse(): Promise<QbMessage> {
+    const message = await this.#receive(this.#requests, "response");
     Atomics.sub(this.#counters, Control.RESPONSE_SENT, 1);
-    return bytes;
+    return message;
   }
 
-  async nextEvent(): Promise<Uint8Array> {
-    const bytes = await this.#receive(this.#events);
+  async nextEvent(): Promise<QbMessage> {
+    const message = await this.#receive(this.#events, "event");
     Atomics.sub(this.#counters, Control.EVENT_SENT, 1);
-    return bytes;
+    return message;
   }
 
-  async #receive(socket: UnixDatagram): Promise<Uint8Array> {
+  async #receive(socket: UnixDatagram, what: "response" | "event"): Promise<QbMessage> {
     for (;;) {
       this.#gone.signal.throwIfAborted();
-      const bytes = this.#tryReceive(socket);
-      if (bytes) return bytes;
+      const message = this.#tryReceive(socket, what);
+      if (message) return message;
       await socket.readable({ signal: this.#gone.signal });
     }
   }
 
   /**
-   * One datagram if one is queued, copied out. Small connections read into a
-   * reusable buffer (one syscall); large ones ask the size first, to read
-   * into a buffer of exactly that size rather than copy megabytes twice.
+   * One datagram if one is queued, checked, its payload copied out. Small
+   * connections read into a reusable buffer (one syscall, then the payload
+   * copied); large ones ask the size first and read into a buffer of exactly
+   * that size, whose payload is handed over as it is (no second copy).
    */
-  #tryReceive(socket: UnixDatagram): Uint8Array | undefined {
+  #tryReceive(socket: UnixDatagram, what: "response" | "event"): QbMessage | undefined {
     const scratch = this.#scratch;
     if (scratch) {
       const n = socket.tryReceiveInto(scratch);
       if (n === undefined) return undefined;
       if (n > scratch.byteLength) throw this.#oversized(n);
-      return scratch.slice(0, n);
+      return readMessage(scratch, 0, n, this.#maxMessageSize, what, this.#controlPath, true);
     }
     const size = socket.nextLength();
     if (size === undefined) return undefined;
@@ -180,7 +182,7 @@ export class SocketClientTransport implements ClientTransport {
     const bytes = new Uint8Array(size);
     const n = socket.tryReceiveInto(bytes);
     if (n !== size) throw new RingCorruptError(this.#controlPath, `a ${size}-byte datagram changed size to ${n} while being read`);
-    return bytes;
+    return readMessage(bytes, 0, size, this.#maxMessageSize, what, this.#controlPath, false);
   }
 
   #oversized(size: number): RingCorruptError {

@@ -6,6 +6,7 @@
  * @module
  */
 import type { UnixStream } from "../unix/index.ts";
+import type { QbMessage } from "./wire.ts";
 
 /** The other end closed its setup socket. */
 export class PeerGoneError extends Error {
@@ -102,13 +103,16 @@ export interface ClientTransport {
   readonly attached: boolean;
   /** Write one request (and its notification); false when there is no room now. */
   send(parts: readonly Uint8Array[]): boolean | Promise<boolean>;
-  /** The next response, copied out. Rejects with the `gone` reason once the connection ends. */
-  nextResponse(): Promise<Uint8Array>;
   /**
-   * Capability of transports that can read without waiting (SHM): the next
-   * response if one is there now, copied out; undefined if none.
+   * The next response, checked (an untrusted server's bytes) and its payload
+   * copied out. Rejects with the `gone` reason once the connection ends.
    */
-  takeResponse?(): Uint8Array | undefined;
+  nextResponse(): Promise<QbMessage>;
+  /**
+   * Capability of transports that can read without waiting: the next
+   * response if one is there now (as nextResponse), undefined if none.
+   */
+  takeResponse?(): QbMessage | undefined;
   /**
    * Capability of transports that batch the requests of one turn of the
    * event loop (SHM): send them now.
@@ -120,8 +124,8 @@ export interface ClientTransport {
    * should then go out as soon as each response makes room, not in batches.
    */
   readonly serverRunsAlongside?: boolean;
-  /** The next event, copied out. Rejects with the `gone` reason once the connection ends. */
-  nextEvent(): Promise<Uint8Array>;
+  /** The next event, as nextResponse. */
+  nextEvent(): Promise<QbMessage>;
   /**
    * Aborted when the connection ends: with a PeerGoneError when the server
    * closed it, otherwise by close(). Waits end with it (one signal for the

@@ -4,6 +4,7 @@
  * checks: these bytes come from another process.
  * @module
  */
+import { RingCorruptError } from "./ring.ts";
 
 /** Size of `struct qb_ipc_request_header`: id @0, size @8. */
 export const REQUEST_HEADER_SIZE = 16;
@@ -15,6 +16,42 @@ export const CONNECTION_REQUEST_SIZE = 24;
 export const CONNECTION_RESPONSE_SIZE = 12328;
 /** The smallest max message size a libqb client asks for (the response's size). */
 export const MIN_MAX_MSG_SIZE = 12328;
+
+/** A response (or event): the header's id and error (0 or -errno), then the payload. */
+export interface QbMessage {
+  readonly id: number;
+  readonly error: number;
+  readonly data: Uint8Array;
+}
+
+/** Little-endian int32 at `offset` (the caller checked the length). */
+export function int32At(bytes: Uint8Array, offset: number): number {
+  return bytes[offset]! | (bytes[offset + 1]! << 8) | (bytes[offset + 2]! << 16) | (bytes[offset + 3]! << 24);
+}
+
+/**
+ * Check a response or event from the server (untrusted): the `length` bytes
+ * at `start` of `bytes`, within the negotiated `maxMessageSize`. Returns its
+ * header fields and its payload: copied out when `copy` (one copy, no view
+ * of a view), else a view of `bytes`. Throws RingCorruptError naming `source`.
+ */
+export function readMessage(
+  bytes: Uint8Array,
+  start: number,
+  length: number,
+  maxMessageSize: number,
+  what: "response" | "event",
+  source: string,
+  copy: boolean,
+): QbMessage {
+  if (length < RESPONSE_HEADER_SIZE) throw new RingCorruptError(source, `a ${length}-byte ${what} has no room for its header`);
+  if (length > maxMessageSize) throw new RingCorruptError(source, `a ${length}-byte ${what} exceeds the negotiated size`);
+  const size = int32At(bytes, start + 8);
+  if (size < RESPONSE_HEADER_SIZE || size > length) throw new RingCorruptError(source, `${what} header claims ${size} bytes of ${length}`);
+  const from = start + RESPONSE_HEADER_SIZE;
+  const to = start + size;
+  return { id: int32At(bytes, start), error: int32At(bytes, start + 16), data: copy ? bytes.slice(from, to) : bytes.subarray(from, to) };
+}
 
 /** Message ids libqb reserves. */
 export const MessageId = {
