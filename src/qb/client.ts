@@ -334,8 +334,8 @@ export class QbClient implements AsyncDisposable {
   readonly #takeReady = (): void => {
     try {
       this.#transport.flush?.();
-      const take = this.#transport.takeResponse;
-      while (take && this.#slots.length > 0 && !this.#failure && !this.#transport.serverRunsAlongside) {
+      const canTake = this.#transport.takeResponse !== undefined;
+      while (canTake && this.#slots.length > 0 && !this.#failure && !this.#transport.serverRunsAlongside) {
         const message = this.#transport.takeResponse!();
         if (message === undefined) break;
         this.#deliver(message);
