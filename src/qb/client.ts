@@ -57,14 +57,21 @@ export class QbDisconnectedError extends QbunSystemError {
 }
 
 interface Slot {
-  /** request(): settle the caller; send(): queue for receive(). */
-  settle?: { resolve(message: QbMessage): void; reject(error: unknown): void };
+  /** request(): settle the caller (send(): none, the response queues for receive()). */
+  resolve?(message: QbMessage): void;
+  reject?(error: unknown): void;
   /** The caller gave up: drop the response when it comes. */
   abandoned?: boolean;
 }
 
 const FORCE_FILESYSTEM_SOCKETS = "/etc/libqb/force-filesystem-sockets";
 const EMPTY = new Uint8Array(0);
+
+/** The caller gave up on `slot` (timeout, abort, a failed write): reject it, drop its response when it comes. */
+function abandon(slot: Slot, error: unknown): void {
+  slot.abandoned = true;
+  slot.reject?.(error);
+}
 
 /** Events read ahead of an iterator that is not pulling. */
 const MAX_QUEUED_EVENTS = 256;
@@ -178,12 +185,18 @@ export class QbClient implements AsyncDisposable {
    */
   request(id: number, payload: Uint8Array | readonly Uint8Array[] = [], options: QbRequestOptions = {}): Promise<QbMessage> {
     const { promise, resolve, reject } = Promise.withResolvers<QbMessage>();
-    const slot: Slot = { settle: { resolve, reject } };
+    const slot: Slot = { resolve, reject };
+    if (options.timeout === undefined && !options.signal) {
+      // The common case, without a closure: nothing to cancel, nothing to clean up.
+      try {
+        this.#enqueue(id, payload, slot)?.catch((error) => abandon(slot, error));
+      } catch (error) {
+        abandon(slot, error);
+      }
+      return promise;
+    }
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const giveUp = (error: unknown) => {
-      slot.abandoned = true;
-      reject(error);
-    };
+    const giveUp = (error: unknown) => abandon(slot, error);
     if (options.timeout !== undefined) {
       timer = setTimeout(() => giveUp(new QbunSystemError(ETIMEDOUT, "qb_ipcc_recv", { address: this.service, hint: `no response within ${options.timeout} ms` })), options.timeout);
     }
@@ -192,7 +205,6 @@ export class QbClient implements AsyncDisposable {
     } catch (error) {
       giveUp(error);
     }
-    if (timer === undefined && !options.signal) return promise; // the common case: nothing to clean up
     const onAbort = () => giveUp(options.signal!.reason);
     options.signal?.addEventListener("abort", onAbort, { once: true });
     return promise.finally(() => {
@@ -243,9 +255,10 @@ export class QbClient implements AsyncDisposable {
    */
   #enqueue(id: number, payload: Uint8Array | readonly Uint8Array[], slot: Slot, signal?: AbortSignal): Promise<void> | undefined {
     if (this.#failure) throw this.#failure;
-    const parts = payload instanceof Uint8Array ? [payload] : [...payload];
+    const single = payload instanceof Uint8Array ? payload : payload.length === 1 ? payload[0]! : undefined;
     let size = REQUEST_HEADER_SIZE;
-    for (const part of parts) size += part.byteLength;
+    if (single) size += single.byteLength;
+    else for (const part of payload as readonly Uint8Array[]) size += part.byteLength;
     if (size > this.maxMessageSize) {
       throw new QbunSystemError(EMSGSIZE, "qb_ipcc_send", { address: this.service, hint: `a ${size}-byte request exceeds the negotiated ${this.maxMessageSize} bytes` });
     }
@@ -254,11 +267,11 @@ export class QbClient implements AsyncDisposable {
     if (this.#writesPending === 0 && this.#transport.attached && !this.#heldByFlowControl()) {
       putRequestHeader(this.#headerView, 0, id, size);
       let sendParts: Uint8Array[];
-      if (parts.length === 1) {
+      if (single) {
         // Reused: transports copy (or concatenate) the parts before send() returns.
         sendParts = this.#headerAndPayload;
-        sendParts[1] = parts[0]!;
-      } else sendParts = [this.#header, ...parts];
+        sendParts[1] = single;
+      } else sendParts = [this.#header, ...(payload as readonly Uint8Array[])];
       let result: boolean | Promise<boolean>;
       try {
         result = this.#transport.send(sendParts);
@@ -286,6 +299,7 @@ export class QbClient implements AsyncDisposable {
     putRequestHeader(new DataView(header.buffer), 0, id, size);
     // Requests leave in call order, each after the one before was written.
     this.#writesPending++;
+    const parts = single ? [single] : [...(payload as readonly Uint8Array[])];
     const sent = this.#sendChain.then(() => this.#write([header, ...parts], signal)).then(() => {
       this.#slots.push(slot);
       this.#readResponses();
@@ -375,7 +389,7 @@ export class QbClient implements AsyncDisposable {
   #deliver(message: QbMessage): void {
     const slot = this.#slots.shift();
     if (!slot || slot.abandoned) return;
-    if (slot.settle) slot.settle.resolve(message);
+    if (slot.resolve) slot.resolve(message);
     else {
       const waiter = this.#receiveWaiters.shift();
       if (waiter) waiter.resolve(message);
@@ -449,7 +463,7 @@ export class QbClient implements AsyncDisposable {
     if (this.#failure) return this.#failure;
     const failure = error instanceof Error ? error : new Error(String(error));
     this.#failure = failure;
-    for (const slot of this.#slots.splice(0)) slot.settle?.reject(failure);
+    for (const slot of this.#slots.splice(0)) slot.reject?.(failure);
     for (const waiter of this.#receiveWaiters.splice(0)) waiter.reject(failure);
     for (const waiter of this.#eventWaiters.splice(0)) waiter.resolve({ value: undefined, done: true });
     this.#eventQueueDrained?.();
