@@ -39,6 +39,9 @@
  *   diag (qbun only, reported next to libqb's row for the same load):
  *      - pipeline with qbun's send() ×16 / receive(), the exact shape of
  *        libqb's row;
+ *      - 1 MiB sequential with the response received into one buffer
+ *        reused for every request (`request`'s `into` option), as libqb's
+ *        client receives into the caller's buffer;
  *      - shm 64 B latency without QbClient, on qbun's own ring code
  *        (src/qb/ring.ts) and a hand-made connection: "sync" = the JS thread
  *        blocks in sem_clockwait (Semaphore.waitSync: one wake-up per
@@ -214,18 +217,19 @@ async function driverMain(): Promise<void> {
   };
 
   /** Sequential ECHOs: latency (p50/p99) or throughput (bytes/s). */
-  async function sequential(name: string, size: number, warmup: number, iters: number, throughput: boolean): Promise<string> {
+  async function sequential(name: string, size: number, warmup: number, iters: number, throughput: boolean, into = false): Promise<string> {
     const client: Client = await QbClient.connect(name, throughput ? { maxMessageSize: REQ_HDR + RES_HDR + size + 64 } : {});
     try {
       const payload = fillPattern(size, 1);
+      const options = into ? { into: new Uint8Array(size) } : {};
       const heap0 = heapAfterGc();
-      for (let i = 0; i < warmup; i++) check(await client.request(ID_ECHO, payload), size, payload);
+      for (let i = 0; i < warmup; i++) check(await client.request(ID_ECHO, payload, options), size, payload);
       const t = new Float64Array(iters);
       const u0 = snapSelf();
       const start = Bun.nanoseconds();
       for (let i = 0; i < iters; i++) {
         const t0 = Bun.nanoseconds();
-        const m = await client.request(ID_ECHO, payload);
+        const m = await client.request(ID_ECHO, payload, options);
         t[i] = Bun.nanoseconds() - t0;
         check(m, size, i === iters - 1 ? payload : undefined);
       }
@@ -449,7 +453,8 @@ async function driverMain(): Promise<void> {
           out = await sequential(name, num(a[0]), num(a[1]), num(a[2]), false);
           break;
         case "throughput":
-          out = await sequential(name, num(a[0]), num(a[1]), num(a[2]), true);
+        case "throughput-into":
+          out = await sequential(name, num(a[0]), num(a[1]), num(a[2]), true, cmd === "throughput-into");
           break;
         case "pipeline":
         case "pipeline-send":
@@ -562,10 +567,11 @@ async function startDriver(): Promise<Child> {
 
 // ===================================================================== loads
 
-type LoadKind = "latency" | "throughput" | "pipeline" | "big" | "pipeline-send" | "raw-pipeline" | "raw-sync" | "raw-async";
+type LoadKind = "latency" | "throughput" | "pipeline" | "big" | "throughput-into" | "pipeline-send" | "raw-pipeline" | "raw-sync" | "raw-async";
 const MAIN_LOADS: LoadKind[] = ["latency", "throughput", "pipeline", "big"];
 /** qbun-only diagnostics, compared with libqb's row of `base`. */
 const DIAG: Partial<Record<LoadKind, { base: LoadKind; title: string }>> = {
+  "throughput-into": { base: "throughput", title: "*diag:* 1 MiB sequential, responses received into one reused buffer (`request`'s `into`)" },
   "pipeline-send": { base: "pipeline", title: "*diag:* 16 in flight, qbun send() ×16 / receive() (libqb's shape)" },
   "raw-pipeline": { base: "pipeline", title: "*diag:* 16 in flight, qbun ring code, batched notification, synchronous drain, no QbClient" },
   "raw-sync": { base: "latency", title: "*diag:* 64 B p50, qbun ring code, JS thread blocks in sem_clockwait (1 wake-up)" },
@@ -614,7 +620,8 @@ function commandFor(job: Job, o: Options): string[] {
     case "raw-async":
       return [job.load === "latency" ? "latency" : job.load, n, "64", "200", String(o.latencyIters)];
     case "throughput":
-      return ["throughput", n, String(MIB), "5", String(o.throughputIters)];
+    case "throughput-into":
+      return [job.load, n, String(MIB), "5", String(o.throughputIters)];
     case "pipeline":
     case "pipeline-send":
       return job.client === "libqb"
@@ -708,6 +715,7 @@ async function runJob(job: Job, o: Options): Promise<Sample> {
     case "raw-async":
       return { value: kv.p50!, p99: kv.p99!, ops: kv.n!, ...base };
     case "throughput":
+    case "throughput-into":
       return { value: kv.bytes_per_s!, ops: kv.n!, ...base };
     case "pipeline":
     case "pipeline-send":
@@ -741,6 +749,7 @@ function jobsFor(servers: Server[], o: Options, condition: Condition): Job[] {
     }
     if (o.diag) {
       jobs.push({ load: "pipeline-send", client: "qbun", server });
+      jobs.push({ load: "throughput-into", client: "qbun", server });
       if (server.transport === "shm") {
         jobs.push({ load: "raw-pipeline", client: "qbun", server });
         jobs.push({ load: "raw-sync", client: "qbun", server }, { load: "raw-async", client: "qbun", server });
@@ -812,7 +821,7 @@ const isLatency = (load: LoadKind) => load === "latency" || load === "raw-sync" 
 
 function fmt(load: LoadKind, metric: Row["metric"], v: number): string {
   if (metric !== "value" || isLatency(load)) return `${us(v)} µs`;
-  if (load === "throughput" || load === "big") return gbs(v);
+  if (load === "throughput" || load === "throughput-into" || load === "big") return gbs(v);
   return `${fmtInt(v)}/s`;
 }
 
@@ -904,7 +913,7 @@ function report(res: ConditionResult, o: Options): string {
       const c = get(load, client, t, pin);
       if (!c || c.length === 0) continue;
       const f = (v: number) =>
-        isLatency(load) ? us(v) : load === "throughput" || load === "big" ? (v / 1e9).toFixed(2) : (v / 1000).toFixed(0);
+        isLatency(load) ? us(v) : load === "throughput" || load === "throughput-into" || load === "big" ? (v / 1e9).toFixed(2) : (v / 1000).toFixed(0);
       rows.push([`${t} ${label} ${client}`, c.map((s) => f(s.value)).join(" ")]);
     }
   }

@@ -170,6 +170,30 @@ describe.each([
     expect(text((await client.request(1, new TextEncoder().encode("still in order"))).data)).toBe("still in order");
   });
 
+  test("into: a payload that fits lands in the caller's buffer, a larger one gets its own", async () => {
+    await using client = await QbClient.connect(server.name, { maxMessageSize: 300_000 });
+    const pattern = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 7 + seed) & 0xff);
+    const into = new Uint8Array(70_000);
+    for (const [n, seed] of [[1000, 1], [70_000, 2], [0, 3]] as const) {
+      const reply = await client.request(1, pattern(n, seed), { into });
+      expect(reply.data.buffer).toBe(into.buffer);
+      expect(reply.data.byteOffset).toBe(0);
+      expect(Buffer.from(reply.data).equals(Buffer.from(pattern(n, seed)))).toBe(true);
+    }
+    // Too big for the buffer (on the socket transport, also above the 64 KiB reused receive buffer).
+    const big = await client.request(1, pattern(100_000, 4), { into });
+    expect(big.data.buffer).not.toBe(into.buffer);
+    expect(Buffer.from(big.data).equals(Buffer.from(pattern(100_000, 4)))).toBe(true);
+    expect(Buffer.from(into).equals(Buffer.from(pattern(70_000, 2)))).toBe(true); // untouched since the 70,000-byte reply
+    // In flight together, each response goes to its own request's buffer.
+    const buffers = Array.from({ length: 8 }, () => new Uint8Array(4096));
+    const replies = await Promise.all(buffers.map((buffer, k) => client.request(1, pattern(3000 + k, k), { into: buffer })));
+    replies.forEach((reply, k) => {
+      expect(reply.data.buffer).toBe(buffers[k]!.buffer);
+      expect(Buffer.from(reply.data).equals(Buffer.from(pattern(3000 + k, k)))).toBe(true);
+    });
+  });
+
   test("a request above the negotiated size is refused before anything is sent", async () => {
     await using client = await QbClient.connect(server.name);
     await expect(client.request(1, new Uint8Array(client.maxMessageSize))).rejects.toMatchObject({ code: "EMSGSIZE" });

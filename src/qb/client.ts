@@ -41,11 +41,24 @@ export interface QbClientOptions {
 export type { QbMessage } from "./wire.ts";
 
 /** Options for one request. */
-export interface QbRequestOptions {
+/** Options for {@link QbClient.receive}. */
+export interface QbReceiveOptions {
   /** Reject with ETIMEDOUT after this many ms (the response, when it comes, is discarded). */
   timeout?: number;
   /** Cancels the wait (the response, when it comes, is discarded). */
   signal?: AbortSignal;
+}
+
+/** Options for one {@link QbClient.request}. */
+export interface QbRequestOptions extends QbReceiveOptions {
+  /**
+   * Receive the response's payload into this buffer when it fits (`data` is
+   * then a view of it, valid until you reuse the buffer): large responses
+   * then cost one copy, not a fresh allocation each (libqb's `qb_ipcc_recv`
+   * takes a buffer too). A larger payload gets a buffer of its own. Not
+   * written once the request timed out or was aborted.
+   */
+  into?: Uint8Array;
 }
 
 /** The server closed the connection, or it was closed here. */
@@ -60,6 +73,8 @@ interface Slot {
   /** request(): settle the caller (send(): none, the response queues for receive()). */
   resolve?(message: QbMessage): void;
   reject?(error: unknown): void;
+  /** Where the caller wants the payload (request()'s `into`). */
+  into?: Uint8Array;
   /** The caller gave up: drop the response when it comes. */
   abandoned?: boolean;
 }
@@ -185,7 +200,7 @@ export class QbClient implements AsyncDisposable {
    */
   request(id: number, payload: Uint8Array | readonly Uint8Array[] = [], options: QbRequestOptions = {}): Promise<QbMessage> {
     const { promise, resolve, reject } = Promise.withResolvers<QbMessage>();
-    const slot: Slot = { resolve, reject };
+    const slot: Slot = { resolve, reject, into: options.into };
     if (options.timeout === undefined && !options.signal) {
       // The common case, without a closure: nothing to cancel, nothing to clean up.
       try {
@@ -228,7 +243,7 @@ export class QbClient implements AsyncDisposable {
   readonly #headerAndPayload: Uint8Array[] = [this.#header, EMPTY];
 
   /** The next response to a request made with {@link QbClient.send} (libqb's `qb_ipcc_recv`). */
-  receive(options: QbRequestOptions = {}): Promise<QbMessage> {
+  receive(options: QbReceiveOptions = {}): Promise<QbMessage> {
     const ready = this.#received.shift();
     if (ready) return Promise.resolve(ready);
     if (this.#failure) return Promise.reject(this.#failure);
@@ -350,7 +365,7 @@ export class QbClient implements AsyncDisposable {
       this.#transport.flush?.();
       const canTake = this.#transport.takeResponse !== undefined;
       while (canTake && this.#slots.length > 0 && !this.#failure && !this.#transport.serverRunsAlongside) {
-        const message = this.#transport.takeResponse!();
+        const message = this.#transport.takeResponse!(this.#intoOfNext());
         if (message === undefined) break;
         this.#deliver(message);
       }
@@ -368,8 +383,8 @@ export class QbClient implements AsyncDisposable {
       while (this.#slots.length > 0 && !this.#failure) {
         // With several requests in flight, take what is there already without
         // waiting; a lone request waits directly (measured faster sequentially).
-        const ready = this.#slots.length > 1 ? this.#transport.takeResponse?.() : undefined;
-        this.#deliver(ready ?? (await this.#transport.nextResponse()));
+        const ready = this.#slots.length > 1 ? this.#transport.takeResponse?.(this.#intoOfNext()) : undefined;
+        this.#deliver(ready ?? (await this.#transport.nextResponse(this.#intoOfNext)));
         if (this.#transport.serverRunsAlongside && this.#slots.length > 0) {
           // Let the caller write its next request now, and send it at once:
           // a server on another CPU keeps working instead of draining its
@@ -384,6 +399,12 @@ export class QbClient implements AsyncDisposable {
       this.#reading = false;
     }
   }
+
+  /** The buffer the oldest waiting request asked its payload in, unless it was given up. */
+  readonly #intoOfNext = (): Uint8Array | undefined => {
+    const slot = this.#slots[0];
+    return slot && !slot.abandoned ? slot.into : undefined;
+  };
 
   /** Hand a response to the oldest request still waiting for one. */
   #deliver(message: QbMessage): void {

@@ -10,4 +10,4 @@ export type { AuthDecision, QbServerOptions, RateLimit, ServerStats } from "./se
 export { InteropId, interopAuthenticate, interopHandler } from "./interop-service.ts";
 export type { InteropPolicy } from "./interop-service.ts";
 export { QbClient, QbDisconnectedError } from "./client.ts";
-export type { QbClientOptions, QbMessage, QbRequestOptions } from "./client.ts";
+export type { QbClientOptions, QbMessage, QbReceiveOptions, QbRequestOptions } from "./client.ts";

@@ -145,7 +145,7 @@ export class ShmClientTransport implements ClientTransport {
   #acquired = false;
   #responseReady: ((error?: unknown) => void) | undefined;
 
-  takeResponse(): QbMessage | undefined {
+  takeResponse(into?: Uint8Array): QbMessage | undefined {
     if (this.#closed) return undefined;
     let start: number;
     if (this.#acquired) {
@@ -155,13 +155,13 @@ export class ShmClientTransport implements ClientTransport {
       start = this.#response.takeOffset();
       if (start < 0) return undefined;
     }
-    return this.#readOut(this.#response, start, "response");
+    return this.#readOut(this.#response, start, "response", into);
   }
 
   /** The message just taken from `ring`, checked and its payload copied out; then reclaimed. */
-  #readOut(ring: Ring, start: number, what: "response" | "event"): QbMessage {
+  #readOut(ring: Ring, start: number, what: "response" | "event", into?: Uint8Array): QbMessage {
     const length = ring.takenLength;
-    const message = readMessage(ring.data, start, length, ring.maxMessageSize, what, ring.files.prefix, true);
+    const message = readMessage(ring.data, start, length, ring.maxMessageSize, what, ring.files.prefix, true, into);
     ring.reclaim(length);
     return message;
   }
@@ -192,9 +192,9 @@ export class ShmClientTransport implements ClientTransport {
     ready?.(error);
   };
 
-  async nextResponse(): Promise<QbMessage> {
+  async nextResponse(into?: () => Uint8Array | undefined): Promise<QbMessage> {
     for (;;) {
-      const ready = this.takeResponse();
+      const ready = this.takeResponse(into?.());
       if (ready) return ready;
       const { promise, resolve, reject } = Promise.withResolvers<void>();
       if (!this.#awaitResponse((error) => (error === undefined ? resolve() : reject(error)))) await promise;

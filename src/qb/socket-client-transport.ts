@@ -11,7 +11,7 @@ import { UnixDatagram, type UnixStream } from "../unix/index.ts";
 import { RingCorruptError } from "./ring.ts";
 import { Control, CONTROL_SIZE, libqbAbstract } from "./socket-names.ts";
 import { type ClientTransport, PeerGoneError } from "./transport.ts";
-import { type QbMessage, readMessage } from "./wire.ts";
+import { type QbMessage, readMessage, RESPONSE_HEADER_SIZE } from "./wire.ts";
 
 const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
@@ -43,6 +43,8 @@ export class SocketClientTransport implements ClientTransport {
   readonly #maxMessageSize: number;
   /** Reused for every read when the negotiated size is small (see #tryReceive). */
   readonly #scratch: Uint8Array | undefined;
+  /** On a large connection, reused for the responses a caller's buffer takes. */
+  #large: Uint8Array | undefined;
   #closed = false;
 
   /**
@@ -134,15 +136,15 @@ export class SocketClientTransport implements ClientTransport {
     return true;
   }
 
-  takeResponse(): QbMessage | undefined {
+  takeResponse(into?: Uint8Array): QbMessage | undefined {
     if (this.#closed) return undefined;
-    const message = this.#tryReceive(this.#requests, "response");
+    const message = this.#tryReceive(this.#requests, "response", into);
     if (message) Atomics.sub(this.#counters, Control.RESPONSE_SENT, 1);
     return message;
   }
 
-  async nextResponse(): Promise<QbMessage> {
-    const message = await this.#receive(this.#requests, "response");
+  async nextResponse(into?: () => Uint8Array | undefined): Promise<QbMessage> {
+    const message = await this.#receive(this.#requests, "response", into);
     Atomics.sub(this.#counters, Control.RESPONSE_SENT, 1);
     return message;
   }
@@ -153,10 +155,10 @@ export class SocketClientTransport implements ClientTransport {
     return message;
   }
 
-  async #receive(socket: UnixDatagram, what: "response" | "event"): Promise<QbMessage> {
+  async #receive(socket: UnixDatagram, what: "response" | "event", into?: () => Uint8Array | undefined): Promise<QbMessage> {
     for (;;) {
       this.#gone.signal.throwIfAborted();
-      const message = this.#tryReceive(socket, what);
+      const message = this.#tryReceive(socket, what, into?.());
       if (message) return message;
       await socket.readable({ signal: this.#gone.signal });
     }
@@ -168,21 +170,24 @@ export class SocketClientTransport implements ClientTransport {
    * copied); large ones ask the size first and read into a buffer of exactly
    * that size, whose payload is handed over as it is (no second copy).
    */
-  #tryReceive(socket: UnixDatagram, what: "response" | "event"): QbMessage | undefined {
+  #tryReceive(socket: UnixDatagram, what: "response" | "event", into?: Uint8Array): QbMessage | undefined {
     const scratch = this.#scratch;
     if (scratch) {
       const n = socket.tryReceiveInto(scratch);
       if (n === undefined) return undefined;
       if (n > scratch.byteLength) throw this.#oversized(n);
-      return readMessage(scratch, 0, n, this.#maxMessageSize, what, this.#controlPath, true);
+      return readMessage(scratch, 0, n, this.#maxMessageSize, what, this.#controlPath, true, into);
     }
     const size = socket.nextLength();
     if (size === undefined) return undefined;
     if (size > this.#maxMessageSize) throw this.#oversized(size);
-    const bytes = new Uint8Array(size);
+    // A caller's buffer takes the payload: read through one buffer kept for that.
+    const bytes = into !== undefined && size - RESPONSE_HEADER_SIZE <= into.byteLength
+      ? (this.#large ??= new Uint8Array(this.#maxMessageSize))
+      : new Uint8Array(size);
     const n = socket.tryReceiveInto(bytes);
     if (n !== size) throw new RingCorruptError(this.#controlPath, `a ${size}-byte datagram changed size to ${n} while being read`);
-    return readMessage(bytes, 0, size, this.#maxMessageSize, what, this.#controlPath, false);
+    return readMessage(bytes, 0, size, this.#maxMessageSize, what, this.#controlPath, bytes === this.#large, into);
   }
 
   #oversized(size: number): RingCorruptError {

@@ -105,14 +105,15 @@ export interface ClientTransport {
   send(parts: readonly Uint8Array[]): boolean | Promise<boolean>;
   /**
    * The next response, checked (an untrusted server's bytes) and its payload
-   * copied out. Rejects with the `gone` reason once the connection ends.
+   * copied out: into the buffer `into()` returns when it is taken, if it
+   * fits there. Rejects with the `gone` reason once the connection ends.
    */
-  nextResponse(): Promise<QbMessage>;
+  nextResponse(into?: () => Uint8Array | undefined): Promise<QbMessage>;
   /**
    * Capability of transports that can read without waiting: the next
    * response if one is there now (as nextResponse), undefined if none.
    */
-  takeResponse?(): QbMessage | undefined;
+  takeResponse?(into?: Uint8Array): QbMessage | undefined;
   /**
    * Capability of transports that batch the requests of one turn of the
    * event loop (SHM): send them now.

@@ -32,8 +32,10 @@ export function int32At(bytes: Uint8Array, offset: number): number {
 /**
  * Check a response or event from the server (untrusted): the `length` bytes
  * at `start` of `bytes`, within the negotiated `maxMessageSize`. Returns its
- * header fields and its payload: copied out when `copy` (one copy, no view
- * of a view), else a view of `bytes`. Throws RingCorruptError naming `source`.
+ * header fields and its payload: copied into `into` when it fits there (the
+ * payload is then a view of `into`), else copied out when `copy` (one copy,
+ * no view of a view), else a view of `bytes`. Throws RingCorruptError
+ * naming `source`.
  */
 export function readMessage(
   bytes: Uint8Array,
@@ -43,6 +45,7 @@ export function readMessage(
   what: "response" | "event",
   source: string,
   copy: boolean,
+  into?: Uint8Array,
 ): QbMessage {
   if (length < RESPONSE_HEADER_SIZE) throw new RingCorruptError(source, `a ${length}-byte ${what} has no room for its header`);
   if (length > maxMessageSize) throw new RingCorruptError(source, `a ${length}-byte ${what} exceeds the negotiated size`);
@@ -50,7 +53,12 @@ export function readMessage(
   if (size < RESPONSE_HEADER_SIZE || size > length) throw new RingCorruptError(source, `${what} header claims ${size} bytes of ${length}`);
   const from = start + RESPONSE_HEADER_SIZE;
   const to = start + size;
-  return { id: int32At(bytes, start), error: int32At(bytes, start + 16), data: copy ? bytes.slice(from, to) : bytes.subarray(from, to) };
+  let data: Uint8Array;
+  if (into !== undefined && to - from <= into.byteLength) {
+    into.set(bytes.subarray(from, to));
+    data = into.subarray(0, to - from);
+  } else data = copy ? bytes.slice(from, to) : bytes.subarray(from, to);
+  return { id: int32At(bytes, start), error: int32At(bytes, start + 16), data };
 }
 
 /** Message ids libqb reserves. */
