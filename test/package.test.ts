@@ -222,7 +222,7 @@ describe("in a project that ran `bun add <tarball>`", () => {
     for (const [file, text] of texts) expect([file, blocks.includes(text)]).toEqual([file, true]);
 
     const expected: Record<string, RegExp> = {
-      "qb.ts": /^0 request 7 from uid \d+\n100 hello\n1 3\n$/,
+      "qb.ts": /^0 request 7 from uid \d+\ntrue\n100 hello\n1 3\n$/,
       "unix.ts": /^got 1 fd\(s\) from pid \d+\n\{[\s\S]*pid: \d+[\s\S]*\}\nUint8Array\(3\) \[ 1, 2, 3 \]\n$/,
       "shm.ts": /^payload\ntrue\n$/,
       "blob.ts": /^frame 1\nreleased\n$/,
