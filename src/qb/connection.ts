@@ -317,7 +317,9 @@ export class QbConnection {
     }
     // Nothing queued ahead of it and a transport that writes synchronously:
     // write it now, straight from the caller's bytes, without a copy.
-    if (this.#outgoing.length === 0 && !this.#flushing && this.#transport.writeEventNow?.(this.#withHeader(id, size, 0, parts))) {
+    const written = this.#outgoing.length === 0 && !this.#flushing && this.#transport.writeEventNow?.(this.#withHeader(id, size, 0, parts));
+    this.#headerAndData[1] = this.#header;
+    if (written) {
       this.#stats.events++;
       this.#stats.bytesOut += size;
       return;
@@ -331,9 +333,14 @@ export class QbConnection {
   readonly #header = new Uint8Array(RESPONSE_HEADER_SIZE);
   readonly #headerView = new DataView(this.#header.buffer);
 
+  /** Reused for the usual one-part reply: transports copy the parts before a write returns. */
+  readonly #headerAndData: Uint8Array[] = [this.#header, this.#header];
+
   #withHeader(id: number, size: number, error: number, data: readonly Uint8Array[]): Uint8Array[] {
     putResponseHeader(this.#headerView, 0, id, size, error);
-    return [this.#header, ...data];
+    if (data.length !== 1) return [this.#header, ...data];
+    this.#headerAndData[1] = data[0]!;
+    return this.#headerAndData;
   }
 
   /**
@@ -350,6 +357,7 @@ export class QbConnection {
         const item = this.#outgoing[0]!;
         const parts = this.#withHeader(item.id, item.size, item.error, item.data);
         const result = item.kind === "response" ? this.#transport.writeResponse(parts) : this.#transport.writeEvent(parts);
+        this.#headerAndData[1] = this.#header; // keep no reply alive
         if (typeof result !== "boolean") {
           async = true;
           void this.#finishWrite(item, result);
@@ -404,6 +412,7 @@ export class QbConnection {
   #idleWaiters: (() => void)[] = [];
 
   #notifyIdle(): void {
+    if (this.#idleWaiters.length === 0) return; // after every response: no array per call
     for (const wake of this.#idleWaiters.splice(0)) wake();
   }
 

@@ -10,6 +10,9 @@ import { SharedMemory, type Mapping } from "../shm/index.ts";
 import { UnixDatagram } from "../unix/index.ts";
 import { Control, CONTROL_SIZE, libqbAbstract } from "./socket-names.ts";
 import { type IncomingMessage, PeerGoneError, type ServerTransport, type TransportNames, type TransportSetup } from "./transport.ts";
+/** A datagram read needs no release: the next read reuses the buffer. */
+const nothing = (): void => {};
+
 /** The server half of one socket-transport connection. */
 export class SocketServerTransport implements ServerTransport {
   readonly kind = "socket" as const;
@@ -83,7 +86,7 @@ export class SocketServerTransport implements ServerTransport {
     const n = this.#requests.tryReceiveInto(this.#buffer);
     if (n === undefined) return null;
     Atomics.sub(this.#counters, Control.REQUEST_SENT, 1);
-    return { bytes: this.#buffer.subarray(0, Math.min(n, this.#buffer.byteLength)), inPlace: true, release() {} };
+    return { bytes: this.#buffer.subarray(0, Math.min(n, this.#buffer.byteLength)), inPlace: true, release: nothing };
   }
 
   /** The connection closes this transport when it ends, which ends this wait too. */
