@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
+import os from "node:os";
 import { join, resolve } from "node:path";
 import { Reactor } from "../ffi/reactor.ts";
 import { QbClient, QbDisconnectedError, QbServer, interopHandler, type QbMessage } from "../src/qb/index.ts";
@@ -135,6 +136,37 @@ describe.each([
     const received: number[] = [];
     for (let i = 0; i < 10; i++) received.push((await client.receive({ timeout: 5000 })).data.length);
     expect(received).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  });
+
+  // The server on one CPU and this client's JS thread on the other: the SHM
+  // client then refills its window response by response (it measures that
+  // the server answers while it runs). Every response must still reach its
+  // own request, with send()/receive() mixed in.
+  test.skipIf(os.availableParallelism() < 2)("16 in flight with the server on another CPU: every response to its own request", async () => {
+    // (Bun.spawnSync would open a private event loop's fds for good: the fd count below would see them.)
+    const pin = (pid: number, cpu: string) => Bun.spawn(["taskset", "-p", "-c", cpu, String(pid)], { stdout: "ignore" }).exited;
+    const all = `0-${os.availableParallelism() - 1}`;
+    expect(await pin(server.pid, "0")).toBe(0);
+    expect(await pin(process.pid, "1")).toBe(0); // this process's main thread: the one running the client
+    try {
+      await using client = await QbClient.connect(server.name);
+      let next = 0;
+      const lane = async () => {
+        for (let i = next++; i < 3000; i = next++) {
+          const payload = u32(i, i * 7);
+          const reply = await client.request(1, payload);
+          expect(Buffer.from(reply.data).equals(Buffer.from(payload))).toBe(true);
+          if (i % 500 === 0) {
+            await client.send(3, u32(i % 64));
+            expect((await client.receive({ timeout: 5000 })).data.length).toBe(i % 64);
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: 16 }, lane));
+    } finally {
+      await pin(process.pid, all);
+      await pin(server.pid, all);
+    }
   });
 
   test("events: as an async iterator and as a callback", async () => {
