@@ -175,8 +175,20 @@ export class QbServer implements AsyncDisposable {
     let owned = false;
     try {
       setup.passCredentials = true;
-      const signal = AbortSignal.any([this.#stop.signal, AbortSignal.timeout(this.#options.handshakeTimeout ?? 10_000)]);
-      const { request, credentials } = await readConnectionRequest(setup, signal);
+      // A timer cleared once the request is in: AbortSignal.timeout's cannot
+      // be, and at thousands of connections a second they pile up.
+      const timedOut = new AbortController();
+      const timer = setTimeout(
+        () => timedOut.abort(new DOMException("the client sent no connection request in time", "TimeoutError")),
+        this.#options.handshakeTimeout ?? 10_000,
+      );
+      let received: Awaited<ReturnType<typeof readConnectionRequest>>;
+      try {
+        received = await readConnectionRequest(setup, AbortSignal.any([this.#stop.signal, timedOut.signal]));
+      } finally {
+        clearTimeout(timer);
+      }
+      const { request, credentials } = received;
       // libqb closes without an answer when credentials or the id are missing.
       if (!credentials || !request) return void setup.close();
       const limit = this.#options.maxMessageSizeLimit ?? 64 * 1024 * 1024;
