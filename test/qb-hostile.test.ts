@@ -1,13 +1,16 @@
 /**
- * Untrusted clients: garbage handshakes and corrupted rings written by a
- * hostile client (this test, writing raw bytes into the shared files). The
+ * Untrusted clients: garbage handshakes, corrupted rings written by a
+ * hostile client (this test, writing raw bytes into the shared files) and
+ * malformed request datagrams on the socket transport. The
  * server drops the offender, logs why, removes its files, and keeps serving
  * a real libqb client.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { QbServer, RingCorruptError, interopHandler, type QbConnection } from "../src/qb/index.ts";
+import { existsSync } from "node:fs";
+import { QbClient, QbServer, RingCorruptError, interopHandler, type QbConnection } from "../src/qb/index.ts";
+import { libqbAbstract } from "../src/qb/socket-names.ts";
 import { Semaphore, SharedMemory } from "../src/shm/index.ts";
-import { UnixStream } from "../src/unix/index.ts";
+import { UnixDatagram, UnixStream } from "../src/unix/index.ts";
 import { shmListing, uniqueName } from "./helpers/env.ts";
 import { compileC, removeCBuilds } from "./helpers/peers.ts";
 
@@ -210,6 +213,38 @@ describe("malformed requests are refused, the connection stays usable", () => {
     } finally {
       c.close();
     }
+  });
+});
+
+describe("socket transport: malformed request datagrams are refused, the connection stays usable", () => {
+  test("above the negotiated size → -EMSGSIZE; a header size beyond the datagram → -EBADMSG", async () => {
+    await using socketServer = await QbServer.listen({ name: uniqueName("hostile-sock"), transport: "socket", handler: interopHandler });
+    await using qb = await QbClient.connect(socketServer.name);
+    // The server's request socket takes datagrams from anyone until it first
+    // answers (libqb's behaviour too): send raw ones from a socket of our own.
+    const dir = shmListing().find((d) => d.startsWith(`qb-${process.pid}-${process.pid}-`) && existsSync(`/dev/shm/${d}/qb-control-${socketServer.name}`));
+    expect(dir).toBeDefined();
+    using raw = UnixDatagram.unbound();
+    const to = libqbAbstract(`/dev/shm/${dir}/qb-${socketServer.name}-request`);
+    const header = (id: number, size: number, payload: number) => {
+      const bytes = new Uint8Array(16 + payload);
+      const view = new DataView(bytes.buffer);
+      view.setInt32(0, id, true);
+      view.setInt32(8, size, true);
+      return bytes;
+    };
+    await raw.sendTo(to, header(1, qb.maxMessageSize + 100, qb.maxMessageSize + 100 - 16)); // larger than negotiated
+    await raw.sendTo(to, header(1, 4000, 8)); // claims 4000 bytes, has 24
+    const connection = socketServer.connections()[0]!;
+    await eventually(() => connection.stats().responses === 2);
+    expect(connection.closed).toBe(false);
+    // The answers went to the connection's client, in order, ahead of its own
+    // request's: a client reading three responses gets them first.
+    for (let i = 0; i < 3; i++) await qb.send(1, new TextEncoder().encode("still served"));
+    const answers = [];
+    for (let i = 0; i < 3; i++) answers.push(await qb.receive({ timeout: 3000 }));
+    expect(answers.map((a) => a.error)).toEqual([-90, -74, 0]); // EMSGSIZE, EBADMSG, then the echo
+    expect(new TextDecoder().decode(answers[2]!.data)).toBe("still served");
   });
 });
 
