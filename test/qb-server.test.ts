@@ -383,6 +383,7 @@ describe("handlers", () => {
       },
     });
     await expectOk([server.name, "pipeline", "1001", "300", "16"]);
+    await expectOk([server.name, "pipeline", "5000", "300", "16"]); // above the socket transport's copy threshold: in place
   });
 });
 

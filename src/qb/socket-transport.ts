@@ -10,6 +10,9 @@ import { SharedMemory, type Mapping } from "../shm/index.ts";
 import { UnixDatagram } from "../unix/index.ts";
 import { Control, CONTROL_SIZE, libqbAbstract } from "./socket-names.ts";
 import { type IncomingMessage, PeerGoneError, type ServerTransport, type TransportNames, type TransportSetup } from "./transport.ts";
+/** Requests up to this size are handed over as copies, larger ones in place. */
+const COPY_BELOW = 4096;
+
 /** A datagram read needs no release: the next read reuses the buffer. */
 const nothing = (): void => {};
 
@@ -86,7 +89,12 @@ export class SocketServerTransport implements ServerTransport {
     const n = this.#requests.tryReceiveInto(this.#buffer);
     if (n === undefined) return null;
     Atomics.sub(this.#counters, Control.REQUEST_SENT, 1);
-    return { bytes: this.#buffer.subarray(0, Math.min(n, this.#buffer.byteLength)), inPlace: true, release: nothing };
+    const length = Math.min(n, this.#buffer.byteLength);
+    // Small requests are copied out: measured faster on 64 B round trips
+    // (5.7-6.0 against 7.3-7.7 us) for a reason not found; large ones stay
+    // in place (a 1 MiB copy per request halved the 1 MiB throughput).
+    if (length <= COPY_BELOW) return { bytes: this.#buffer.slice(0, length), inPlace: false, release: nothing };
+    return { bytes: this.#buffer.subarray(0, length), inPlace: true, release: nothing };
   }
 
   /** The connection closes this transport when it ends, which ends this wait too. */
