@@ -10,6 +10,7 @@ import { SharedMemory, type Mapping } from "../shm/index.ts";
 import { UnixDatagram } from "../unix/index.ts";
 import { Control, CONTROL_SIZE, libqbAbstract } from "./socket-names.ts";
 import { type IncomingMessage, PeerGoneError, type ServerTransport, type TransportNames, type TransportSetup } from "./transport.ts";
+
 /** Requests up to this size are handed over as copies, larger ones in place. */
 const COPY_BELOW = 4096;
 
@@ -80,9 +81,10 @@ export class SocketServerTransport implements ServerTransport {
 
   /**
    * The next request if one is queued, read into the connection's own
-   * buffer: valid until the next take(), like a request in place in an SHM
-   * ring (the connection copies what must outlive it). One byte larger than
-   * negotiated, so that an oversized request shows as one (and is refused).
+   * buffer (one byte larger than negotiated, so that an oversized request
+   * shows as one and is refused). A large one is handed over in place,
+   * valid until the next take() like a request in an SHM ring (the
+   * connection copies what must outlive it); a small one as a copy.
    */
   take(): IncomingMessage | null {
     this.#buffer ??= new Uint8Array(this.#maxMessageSize + 1);
