@@ -41,6 +41,7 @@ const symbols = {
   qbn_set_nonblocking: { args: ["int", "int"], returns: "int" },
   qbn_open: { args: ["cstring", "int", "int"], returns: "int" },
   qbn_unlink: { args: ["cstring"], returns: "int" },
+  qbn_rmdir: { args: ["cstring"], returns: "int" },
   qbn_ftruncate: { args: ["int", "i64"], returns: "int" },
   qbn_fstat: { args: ["int", "ptr"], returns: "int" },
   qbn_lstat: { args: ["cstring", "ptr"], returns: "int" },

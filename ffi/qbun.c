@@ -71,6 +71,8 @@ int qbn_open(const char *path, int flags, int mode) {
 
 int qbn_unlink(const char *path) { return unlink(path) < 0 ? NEG_ERRNO : 0; }
 
+int qbn_rmdir(const char *path) { return rmdir(path) < 0 ? NEG_ERRNO : 0; }
+
 int qbn_ftruncate(int fd, int64_t size) { return ftruncate(fd, (off_t)size) < 0 ? NEG_ERRNO : 0; }
 
 /* out: [size, mode, uid, gid, type bits] ; returns 0 or -errno */

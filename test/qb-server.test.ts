@@ -385,6 +385,18 @@ describe("handlers", () => {
     await expectOk([server.name, "pipeline", "1001", "300", "16"]);
     await expectOk([server.name, "pipeline", "5000", "300", "16"]); // above the socket transport's copy threshold: in place
   });
+
+  test("socket transport: clients of different maximum sizes at once each get their own payloads back", async () => {
+    // Requests are read into one buffer shared by the connections and lent
+    // to a request handled in place; a maximum above 1 MiB gets a buffer of its own.
+    const server = await startServer("socket", { zeroCopyRequests: true });
+    await Promise.all([
+      expectOk([server.name, "pipeline", "3000", "600", "16"]),
+      expectOk([server.name, "pipeline", "9000", "600", "16"]),
+      expectOk([server.name, "--max", "1048576", "pipeline", "70000", "150", "8"]),
+      expectOk([server.name, "--max", "2097152", "pipeline", "1500000", "12", "4"]),
+    ]);
+  });
 });
 
 describe("server lifecycle", () => {

@@ -309,6 +309,25 @@ describe("named files (how libqb shares its rings)", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  test("removeFile and removeDirectory: true when removed, false when already gone, typed errors otherwise", () => {
+    const { mkdtempSync, existsSync, rmSync, writeFileSync } = require("node:fs");
+    const dir = mkdtempSync(join(require("node:os").tmpdir(), "qbun-remove-"));
+    const file = join(dir, "control");
+    try {
+      writeFileSync(file, "x");
+      expect(() => SharedMemory.removeDirectory(dir)).toThrow(expect.objectContaining({ code: "ENOTEMPTY", syscall: "rmdir", path: dir }));
+      expect(SharedMemory.removeFile(file)).toBe(true);
+      expect(existsSync(file)).toBe(false);
+      expect(SharedMemory.removeFile(file)).toBe(false);
+      expect(() => SharedMemory.removeFile(dir)).toThrow(expect.objectContaining({ code: "EISDIR", syscall: "unlink" }));
+      expect(SharedMemory.removeDirectory(dir)).toBe(true);
+      expect(existsSync(dir)).toBe(false);
+      expect(SharedMemory.removeDirectory(dir)).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe("process-shared semaphores", () => {

@@ -118,7 +118,6 @@ export class QbServer implements AsyncDisposable {
   readonly #policy: ConnectionPolicy;
   readonly #connections = new Map<number, QbConnection>();
   readonly #handshakes = new Set<UnixStream>();
-  readonly #stop = new AbortController();
   #nextId = 1;
   #closed = 0;
   #stopped = false;
@@ -176,7 +175,8 @@ export class QbServer implements AsyncDisposable {
     try {
       setup.passCredentials = true;
       // A timer cleared once the request is in: AbortSignal.timeout's cannot
-      // be, and at thousands of connections a second they pile up.
+      // be, and at thousands of connections a second they pile up. stop()
+      // ends this read by closing the socket.
       const timedOut = new AbortController();
       const timer = setTimeout(
         () => timedOut.abort(new DOMException("the client sent no connection request in time", "TimeoutError")),
@@ -184,7 +184,7 @@ export class QbServer implements AsyncDisposable {
       );
       let received: Awaited<ReturnType<typeof readConnectionRequest>>;
       try {
-        received = await readConnectionRequest(setup, AbortSignal.any([this.#stop.signal, timedOut.signal]));
+        received = await readConnectionRequest(setup, timedOut.signal);
       } finally {
         clearTimeout(timer);
       }
@@ -200,7 +200,10 @@ export class QbServer implements AsyncDisposable {
         chownSync(dir, credentials.uid, credentials.gid);
       } catch {}
       let decision: AuthDecision = maxMessageSize > limit ? -EMSGSIZE : "read-write";
-      if (decision === "read-write" && this.#options.authenticate) decision = await this.#options.authenticate(credentials);
+      if (decision === "read-write" && this.#options.authenticate) {
+        const answer = this.#options.authenticate(credentials);
+        decision = answer instanceof Promise ? await answer : answer; // no extra turn for a synchronous answer
+      }
       if (typeof decision === "number" || decision === "reject") {
         const error = decision === "reject" ? -EACCES : decision < 0 ? decision : -EACCES;
         await setup.write(encodeConnectionResponse({ error, connectionType: 0, maxMessageSize: 0, request: "", response: "", event: "" }));
@@ -323,7 +326,6 @@ export class QbServer implements AsyncDisposable {
     if (this.#stopped) return;
     this.#stopped = true;
     this.#listener.close();
-    this.#stop.abort(new Error("server stopping"));
     for (const setup of this.#handshakes) setup.close();
     const deadline = AbortSignal.timeout(options.timeout ?? 5000);
     await Promise.all([...this.#connections.values()].map((c) => c.drain(deadline).catch(() => {})));

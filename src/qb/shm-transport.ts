@@ -6,10 +6,9 @@
  * the response ring's semaphore.
  * @module
  */
-import { rmdirSync } from "node:fs";
 import type { UnixStream } from "../unix/index.ts";
 import { Ring, ringFiles, type RingFiles } from "./ring.ts";
-import { PeerGoneError, type IncomingMessage, type ServerTransport, type TransportNames, type TransportSetup } from "./transport.ts";
+import { PeerGoneError, removeConnectionFiles, type IncomingMessage, type ServerTransport, type TransportNames, type TransportSetup } from "./transport.ts";
 
 const NOTIFY = new Uint8Array([0]);
 
@@ -121,9 +120,8 @@ export class ShmServerTransport implements ServerTransport {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const ring of [this.#response, this.#event, this.#request]) ring.close(true);
-    try {
-      rmdirSync(this.#dir);
-    } catch {}
+    const rings = [this.#response, this.#event, this.#request];
+    for (const ring of rings) ring.close(false);
+    removeConnectionFiles(this.#dir, rings.flatMap((ring) => [ring.files.dataPath, ring.files.headerPath]));
   }
 }

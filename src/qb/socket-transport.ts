@@ -5,17 +5,46 @@
  * (`<base>-event-tx`). The setup socket only signals liveness.
  * @module
  */
-import { rmdirSync, unlinkSync } from "node:fs";
 import { SharedMemory, type Mapping } from "../shm/index.ts";
 import { UnixDatagram } from "../unix/index.ts";
 import { Control, CONTROL_SIZE, libqbAbstract } from "./socket-names.ts";
-import { type IncomingMessage, PeerGoneError, type ServerTransport, type TransportNames, type TransportSetup } from "./transport.ts";
+import {
+  type IncomingMessage,
+  PeerGoneError,
+  removeConnectionFiles,
+  type ServerTransport,
+  type TransportNames,
+  type TransportSetup,
+} from "./transport.ts";
 
 /** Requests up to this size are handed over as copies, larger ones in place. */
 const COPY_BELOW = 4096;
 
-/** A datagram read needs no release: the next read reuses the buffer. */
+/** A copied request needs no release. */
 const nothing = (): void => {};
+
+/**
+ * Requests are read into a buffer shared by every connection (reads are
+ * synchronous, so one is enough): no connection keeps a buffer of its
+ * maximum size (12 KiB at least) for as long as it lives. A request handled
+ * in place keeps the buffer until its release, and a read meanwhile takes
+ * another. Connections whose maximum is above this keep one of their own,
+ * so that the process does not hold a huge buffer after they leave.
+ */
+const SHARED_LIMIT = 1024 * 1024 + 1;
+let spareBuffer: Uint8Array | undefined;
+
+function borrowBuffer(size: number): Uint8Array {
+  const buffer = spareBuffer;
+  if (buffer === undefined || buffer.byteLength < size) return new Uint8Array(size);
+  spareBuffer = undefined;
+  return buffer;
+}
+
+/** Keep the larger of `buffer` and the spare one (a connection's own buffer is not shared). */
+function returnBuffer(buffer: Uint8Array): void {
+  if (buffer.byteLength <= SHARED_LIMIT && (spareBuffer === undefined || spareBuffer.byteLength < buffer.byteLength)) spareBuffer = buffer;
+}
 
 /** The server half of one socket-transport connection. */
 export class SocketServerTransport implements ServerTransport {
@@ -31,8 +60,10 @@ export class SocketServerTransport implements ServerTransport {
   /** Aborted when the client leaves (PeerGoneError) or the transport closes. */
   readonly #gone = new AbortController();
   readonly #maxMessageSize: number;
-  /** Every request is read into this (allocated on the first). */
-  #buffer: Uint8Array | undefined;
+  /** The buffer lent to the request being handled in place, if any. */
+  #lent: Uint8Array | undefined;
+  /** The connection's own receive buffer, when its maximum is above SHARED_LIMIT. */
+  #own: Uint8Array | undefined;
   #closed = false;
 
   constructor(setup: TransportSetup) {
@@ -41,7 +72,9 @@ export class SocketServerTransport implements ServerTransport {
     this.#controlPath = `${setup.dir}/qb-control-${setup.service}`;
     this.#base = `${setup.dir}/qb-${setup.service}`;
     const file = SharedMemory.openFile({ path: this.#controlPath, create: true, size: CONTROL_SIZE });
+    let control: Mapping | undefined;
     let requests: UnixDatagram | undefined;
+    let events: UnixDatagram | undefined;
     try {
       try {
         file.chown(setup.uid, setup.gid);
@@ -49,26 +82,28 @@ export class SocketServerTransport implements ServerTransport {
         if ((error as { code?: string }).code !== "EPERM") throw error;
       }
       file.chmod(setup.mode);
-      this.#control = file.map();
-      this.#counters = new Int32Array(this.#control.bytes.buffer, this.#control.bytes.byteOffset, CONTROL_SIZE / 4);
-      this.#counters.fill(0);
+      control = file.map();
       requests = UnixDatagram.bound(libqbAbstract(`${this.#base}-request`));
-      this.#events = UnixDatagram.bound(libqbAbstract(`${this.#base}-event-tx`));
-      this.#requests = requests;
-      for (const socket of [this.#requests, this.#events]) {
+      events = UnixDatagram.bound(libqbAbstract(`${this.#base}-event-tx`));
+      for (const socket of [requests, events]) {
         if (socket.sendBufferSize <= setup.maxMessageSize) socket.sendBufferSize = setup.maxMessageSize;
         if (socket.receiveBufferSize <= setup.maxMessageSize) socket.receiveBufferSize = setup.maxMessageSize;
       }
     } catch (error) {
+      events?.close();
       requests?.close();
-      file.close();
+      control?.close();
       try {
-        unlinkSync(this.#controlPath);
+        SharedMemory.removeFile(this.#controlPath);
       } catch {}
       throw error;
     } finally {
       file.close();
     }
+    this.#control = control;
+    this.#counters = new Int32Array(control.bytes.buffer, control.bytes.byteOffset, CONTROL_SIZE / 4);
+    this.#requests = requests;
+    this.#events = events;
     this.names = { request: this.#controlPath, response: this.#base, event: "" };
     // The setup stream carries nothing here: its end of stream is the peer leaving.
     void (async () => {
@@ -80,26 +115,42 @@ export class SocketServerTransport implements ServerTransport {
   }
 
   /**
-   * The next request if one is queued, read into the connection's own
-   * buffer (one byte larger than negotiated, so that an oversized request
-   * shows as one and is refused). A large one is handed over in place,
-   * valid until the next take() like a request in an SHM ring (the
-   * connection copies what must outlive it); a small one as a copy.
+   * The next request if one is queued. A small one is handed over as a
+   * copy; a large one in place, in a buffer lent to this connection until
+   * the message's release (as a request in an SHM ring is). The buffer is
+   * one byte larger than negotiated, so that an oversized request shows as
+   * one and is refused.
    */
   take(): IncomingMessage | null {
-    this.#buffer ??= new Uint8Array(this.#maxMessageSize + 1);
-    const n = this.#requests.tryReceiveInto(this.#buffer);
-    if (n === undefined) return null;
+    const need = this.#maxMessageSize + 1;
+    const buffer = need > SHARED_LIMIT ? (this.#own ??= new Uint8Array(need)) : borrowBuffer(need);
+    const n = this.#requests.tryReceiveInto(buffer);
+    if (n === undefined) {
+      returnBuffer(buffer);
+      return null;
+    }
     Atomics.sub(this.#counters, Control.REQUEST_SENT, 1);
-    const length = Math.min(n, this.#buffer.byteLength);
+    const length = Math.min(n, buffer.byteLength);
     // Small requests are copied out. In isolation the copy costs more (1.3 us
     // per echo), yet 64 B round trips through this server measured 5.5-6.1 us
     // with it against 7.3-7.7 us in place (a libqb client on one busy CPU);
     // the cause, likely in how the two processes get scheduled, was not
     // found. Large requests stay in place (copying 1 MiB halves throughput).
-    if (length <= COPY_BELOW) return { bytes: this.#buffer.slice(0, length), inPlace: false, release: nothing };
-    return { bytes: this.#buffer.subarray(0, length), inPlace: true, release: nothing };
+    if (length <= COPY_BELOW) {
+      const copy = buffer.slice(0, length);
+      returnBuffer(buffer);
+      return { bytes: copy, inPlace: false, release: nothing };
+    }
+    if (buffer === this.#own) return { bytes: buffer.subarray(0, length), inPlace: true, release: nothing };
+    this.#lent = buffer;
+    return { bytes: buffer.subarray(0, length), inPlace: true, release: this.#returnLent };
   }
+
+  /** Ends the loan of the shared buffer a large request was read into. */
+  readonly #returnLent = (): void => {
+    if (this.#lent) returnBuffer(this.#lent);
+    this.#lent = undefined;
+  };
 
   /** The connection closes this transport when it ends, which ends this wait too. */
   async waitForRequests(_signal: AbortSignal): Promise<void> {
@@ -124,13 +175,24 @@ export class SocketServerTransport implements ServerTransport {
 
   /** One datagram to the client's `peer` socket, counted in the control file's `counter` slot. */
   #send(socket: UnixDatagram, peer: string, counter: number, parts: readonly Uint8Array[]): boolean | Promise<boolean> {
-    if (this.#connected.has(socket) && socket.trySend(parts)) {
+    if ((this.#connected.has(socket) || this.#tryConnect(socket, peer)) && socket.trySend(parts)) {
       Atomics.add(this.#counters, counter, 1);
       return true;
     }
     // Not connected yet, or the client's queue is full: finish later with a
     // copy (the caller may reuse its parts).
     return this.#sendLater(socket, peer, counter, parts.map((part) => part.slice()));
+  }
+
+  /** Connect now if the client's socket is bound already (it usually is by its first request). */
+  #tryConnect(socket: UnixDatagram, peer: string): boolean {
+    try {
+      socket.connect(libqbAbstract(peer));
+    } catch {
+      return false; // #sendLater retries, and reports what does not go away
+    }
+    this.#connected.add(socket);
+    return true;
   }
 
   async #sendLater(socket: UnixDatagram, peer: string, counter: number, parts: Uint8Array[]): Promise<boolean> {
@@ -161,11 +223,7 @@ export class SocketServerTransport implements ServerTransport {
     this.#requests.close();
     this.#events.close();
     this.#control.close();
-    for (const remove of [() => unlinkSync(this.#controlPath), () => rmdirSync(this.#dir)]) {
-      try {
-        remove();
-      } catch {}
-    }
+    removeConnectionFiles(this.#dir, [this.#controlPath]);
   }
 }
 

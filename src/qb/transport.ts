@@ -5,6 +5,7 @@
  * never look past it.
  * @module
  */
+import { SharedMemory } from "../shm/index.ts";
 import type { UnixStream } from "../unix/index.ts";
 import type { QbMessage } from "./wire.ts";
 
@@ -16,6 +17,27 @@ export class PeerGoneError extends Error {
     super("the peer closed the connection");
     this.name = "PeerGoneError";
   }
+}
+
+/**
+ * Remove a connection's directory and the `files` in it, ignoring failures
+ * (the server carries on either way). A libqb client removes them itself
+ * when it disconnects, so the common case is one rmdir that finds nothing:
+ * no unlink attempts, no exceptions.
+ */
+export function removeConnectionFiles(dir: string, files: readonly string[]): void {
+  try {
+    SharedMemory.removeDirectory(dir);
+    return;
+  } catch {} // not empty: the files are still there
+  for (const file of files) {
+    try {
+      SharedMemory.removeFile(file);
+    } catch {}
+  }
+  try {
+    SharedMemory.removeDirectory(dir);
+  } catch {}
 }
 
 /** What a transport needs to know about the connection it serves. */

@@ -26,6 +26,7 @@ const O_RDWR = 2;
 const O_CREAT = 0o100;
 const O_EXCL = 0o200;
 const O_NOFOLLOW = 0o400000;
+const ENOENT = 2;
 
 /** Options for {@link SharedMemory.memfd}. */
 export interface MemfdOptions {
@@ -172,6 +173,29 @@ export class SharedMemory implements Disposable {
   static unlinkPosix(name: string): void {
     checkPosixName(name);
     check(loadNative().qbn_shm_unlink(cstr(name)), "shm_unlink", { path: name });
+  }
+
+  /**
+   * Remove a file by path. Returns false when it was already gone (ENOENT),
+   * which is common for files a peer may remove first; other failures throw.
+   * Costs one syscall and no exception on the common paths.
+   */
+  static removeFile(path: string): boolean {
+    const rc = loadNative().qbn_unlink(cstr(path));
+    if (rc === -ENOENT) return false;
+    check(rc, "unlink", { path });
+    return true;
+  }
+
+  /**
+   * Remove an empty directory. Returns false when it was already gone
+   * (ENOENT); other failures (ENOTEMPTY, EACCES, ...) throw.
+   */
+  static removeDirectory(path: string): boolean {
+    const rc = loadNative().qbn_rmdir(cstr(path));
+    if (rc === -ENOENT) return false;
+    check(rc, "rmdir", { path });
+    return true;
   }
 
   /**
