@@ -19,6 +19,8 @@ import { SocketServerTransport } from "./socket-transport.ts";
 import type { ServerTransport, TransportSetup } from "./transport.ts";
 import {
   CONNECTION_REQUEST_SIZE,
+  CONNECTION_RESPONSE_SIZE,
+  type ConnectionResponse,
   ConnectionType,
   encodeConnectionResponse,
   MIN_MAX_MSG_SIZE,
@@ -206,7 +208,7 @@ export class QbServer implements AsyncDisposable {
       }
       if (typeof decision === "number" || decision === "reject") {
         const error = decision === "reject" ? -EACCES : decision < 0 ? decision : -EACCES;
-        await setup.write(encodeConnectionResponse({ error, connectionType: 0, maxMessageSize: 0, request: "", response: "", event: "" }));
+        await answer(setup, { error, connectionType: 0, maxMessageSize: 0, request: "", response: "", event: "" });
         return;
       }
       const config: TransportSetup = {
@@ -222,7 +224,7 @@ export class QbServer implements AsyncDisposable {
         transport = this.transport === "shm" ? new ShmServerTransport(config) : new SocketServerTransport(config);
       } catch (error) {
         const errno = error instanceof QbunSystemError ? error.errno : 12; /* ENOMEM */
-        await setup.write(encodeConnectionResponse({ error: -errno, connectionType: 0, maxMessageSize: 0, request: "", response: "", event: "" }));
+        await answer(setup, { error: -errno, connectionType: 0, maxMessageSize: 0, request: "", response: "", event: "" });
         throw error;
       }
       const info: ConnectionInfo = {
@@ -234,14 +236,16 @@ export class QbServer implements AsyncDisposable {
         transport: this.transport,
         maxMessageSize,
       };
-      await setup.write(
-        encodeConnectionResponse({
-          error: 0,
-          connectionType: this.transport === "shm" ? ConnectionType.SHM : ConnectionType.SOCKET,
-          maxMessageSize,
-          ...transport.names,
-        }),
-      );
+      const { request: requestName, response: responseName, event: eventName } = transport.names;
+      const answering = answer(setup, {
+        error: 0,
+        connectionType: this.transport === "shm" ? ConnectionType.SHM : ConnectionType.SOCKET,
+        maxMessageSize,
+        request: requestName,
+        response: responseName,
+        event: eventName,
+      });
+      if (answering) await answering;
       if (this.#stopped) throw new Error("server stopping");
       const connection = new QbConnection(info, transport, setup, this.#policy, (c, reason) => this.#closedConnection(c, reason));
       transport = undefined; // owned by the connection now, with the directory and the setup socket
@@ -336,6 +340,16 @@ export class QbServer implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
+}
+
+/** Every connection response is encoded here: the socket copies it at once, or it is written from a copy. */
+const responseBuffer = new Uint8Array(CONNECTION_RESPONSE_SIZE);
+
+/** Send a connection response; a promise only when the socket did not take it all at once. */
+function answer(setup: UnixStream, response: ConnectionResponse): Promise<void> | undefined {
+  const bytes = encodeConnectionResponse(response, responseBuffer);
+  const sent = setup.tryWrite(bytes);
+  return sent < bytes.byteLength ? setup.write(bytes.slice(sent)) : undefined;
 }
 
 /** Read the 24-byte connection request and the credentials that came with it. */

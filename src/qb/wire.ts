@@ -113,10 +113,14 @@ export interface ConnectionResponse {
   readonly event: string;
 }
 
-/** Encode the 12328-byte connection response. Throws if a name does not fit. */
-export function encodeConnectionResponse(r: ConnectionResponse): Uint8Array {
-  const bytes = new Uint8Array(CONNECTION_RESPONSE_SIZE);
-  const view = new DataView(bytes.buffer);
+/**
+ * Encode the 12328-byte connection response, into `into` (cleared first)
+ * when given. Throws if a name does not fit.
+ */
+export function encodeConnectionResponse(r: ConnectionResponse, into?: Uint8Array): Uint8Array {
+  const bytes = into ? into.fill(0, 0, CONNECTION_RESPONSE_SIZE).subarray(0, CONNECTION_RESPONSE_SIZE) : new Uint8Array(CONNECTION_RESPONSE_SIZE);
+  if (bytes.byteLength < CONNECTION_RESPONSE_SIZE) throw new RangeError(`a connection response needs ${CONNECTION_RESPONSE_SIZE} bytes`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, CONNECTION_RESPONSE_SIZE);
   view.setInt32(0, MessageId.AUTHENTICATE, true);
   view.setInt32(8, CONNECTION_RESPONSE_SIZE, true);
   view.setInt32(16, r.error, true);
