@@ -203,8 +203,8 @@ export class QbServer implements AsyncDisposable {
       } catch {}
       let decision: AuthDecision = maxMessageSize > limit ? -EMSGSIZE : "read-write";
       if (decision === "read-write" && this.#options.authenticate) {
-        const answer = this.#options.authenticate(credentials);
-        decision = answer instanceof Promise ? await answer : answer; // no extra turn for a synchronous answer
+        const verdict = this.#options.authenticate(credentials);
+        decision = verdict instanceof Promise ? await verdict : verdict; // no extra turn for a synchronous answer
       }
       if (typeof decision === "number" || decision === "reject") {
         const error = decision === "reject" ? -EACCES : decision < 0 ? decision : -EACCES;

@@ -223,7 +223,7 @@ export class SocketServerTransport implements ServerTransport {
     this.#requests.close();
     this.#events.close();
     this.#control.close();
-    removeConnectionFiles(this.#dir, [this.#controlPath]);
+    removeConnectionFiles(this.#dir, [this.#controlPath], true);
   }
 }
 

@@ -20,16 +20,19 @@ export class PeerGoneError extends Error {
 }
 
 /**
- * Remove a connection's directory and the `files` in it, ignoring failures
- * (the server carries on either way). A libqb client removes them itself
- * when it disconnects, so the common case is one rmdir that finds nothing:
- * no unlink attempts, no exceptions.
+ * Remove a connection's `files` and then its directory, ignoring failures
+ * (the server carries on either way). With `peerRemovesThem` (libqb's
+ * socket-transport client removes its control file and directory when it
+ * disconnects) the directory is tried first, so the common case is one
+ * rmdir that finds nothing; a missing file never costs an exception.
  */
-export function removeConnectionFiles(dir: string, files: readonly string[]): void {
-  try {
-    SharedMemory.removeDirectory(dir);
-    return;
-  } catch {} // not empty: the files are still there
+export function removeConnectionFiles(dir: string, files: readonly string[], peerRemovesThem = false): void {
+  if (peerRemovesThem) {
+    try {
+      SharedMemory.removeDirectory(dir);
+      return;
+    } catch {} // not empty: the client did not get to it
+  }
   for (const file of files) {
     try {
       SharedMemory.removeFile(file);
