@@ -195,11 +195,16 @@ for (const type of TYPES) {
       const m = await py.call("memfd", { name: "gc", text: "x" });
       await settledFdCount();
       const before = openFdCount();
-      for (let i = 0; i < 20; i++) {
-        await l.pySend({ text: "x", fds: [m.id, m.id] });
-        const msg = await l.receive(); // never disposed
-        expect(msg.fds).toHaveLength(2);
-      }
+      // In a function of its own: an async function's frame lives on the
+      // heap, and a slot of this one could keep the last message reachable.
+      const receiveAndDrop = async (count: number) => {
+        for (let i = 0; i < count; i++) {
+          await l.pySend({ text: "x", fds: [m.id, m.id] });
+          const msg = await l.receive(); // never disposed
+          expect(msg.fds).toHaveLength(2);
+        }
+      };
+      await receiveAndDrop(20);
       expect(openFdCount()).toBeGreaterThanOrEqual(before + 40); // they are open until collected
       // One more message, disposed: the GC scans stacks conservatively, and a
       // stale slot may still point at the last handle created; let that be this one.
