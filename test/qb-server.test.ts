@@ -3,7 +3,7 @@
  * (test/peers/qb_client.c, linked with Debian's libqb), on both transports.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmdirSync, statSync, writeFileSync } from "node:fs";
 import { QbServer, interopAuthenticate, interopHandler, type QbConnection, type QbServerOptions } from "../src/qb/index.ts";
 import { Reactor } from "../ffi/reactor.ts";
 import { openFdCount, shmListing, uniqueName } from "./helpers/env.ts";
@@ -186,6 +186,39 @@ describe.each(["shm", "socket"] as const)("qbun server, %s transport, real libqb
     const ro = await startServer(transport, { authenticate: interopAuthenticate({ readOnlyUid: NOBODY }) });
     const who = (await expectOk([ro.name, "whoami"], { uid: NOBODY })).whoami;
     expect(who).toMatchObject({ uid: NOBODY, gid: NOBODY, readOnly: true });
+  });
+
+  test("authentication: a thenable's answer is honoured; an answer that is no decision refuses the client", async () => {
+    const reported: unknown[] = [];
+    const thenable = await startServer(transport, {
+      authenticate: () => ({ then: (resolve: (d: string) => void) => resolve("reject") }) as unknown as Promise<"reject">,
+    });
+    expect((await runClient([thenable.name, "info"])).lines[0]).toMatchObject({ what: "connect", rc: -13 });
+    const garbage = await startServer(transport, {
+      authenticate: () => "admin" as unknown as "read-write",
+      onError: (error) => reported.push(error),
+    });
+    expect((await runClient([garbage.name, "info"])).lines[0]).toMatchObject({ what: "connect", rc: -13 });
+    expect(String(reported[0])).toContain('authenticate answered admin');
+  });
+
+  test("a full file system: the client is refused with ENOSPC and nothing is left in it", async () => {
+    const mount = `/tmp/${uniqueName("qb-full")}`;
+    mkdirSync(mount);
+    // Bun.spawn, not spawnSync: the latter keeps fds of its own, which the fd count would see.
+    expect(await Bun.spawn(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", mount]).exited).toBe(0);
+    try {
+      writeFileSync(`${mount}/filler`, new Uint8Array(64 * 1024)); // full: no page left for a ring or a control file
+      const reported: unknown[] = [];
+      const server = await startServer(transport, { shmDir: mount, onError: (error) => reported.push(error) });
+      expect((await runClient([server.name, "info"])).lines[0]).toMatchObject({ what: "connect", rc: -28 });
+      await eventually(() => readdirSync(mount).length === 1);
+      expect(readdirSync(mount)).toEqual(["filler"]);
+      expect(reported.some((error) => (error as { code?: string }).code === "ENOSPC")).toBe(true);
+    } finally {
+      await Bun.spawn(["umount", mount]).exited;
+      rmdirSync(mount);
+    }
   });
 
   test("the connection's files belong to the client and have libqb's modes", async () => {

@@ -170,6 +170,8 @@ export class QbServer implements AsyncDisposable {
   }
 
   async #handshake(setup: UnixStream): Promise<void> {
+    // Accepted just before stop() closed the listener: stop() did not see it.
+    if (this.#stopped) return void setup.close();
     this.#handshakes.add(setup);
     let dir: string | undefined;
     let transport: ServerTransport | undefined;
@@ -204,7 +206,13 @@ export class QbServer implements AsyncDisposable {
       let decision: AuthDecision = maxMessageSize > limit ? -EMSGSIZE : "read-write";
       if (decision === "read-write" && this.#options.authenticate) {
         const verdict = this.#options.authenticate(credentials);
-        decision = verdict instanceof Promise ? await verdict : verdict; // no extra turn for a synchronous answer
+        // A plain answer costs no extra turn; a promise (or any thenable) is awaited.
+        decision = typeof verdict === "string" || typeof verdict === "number" ? verdict : await verdict;
+        if (this.#stopped) throw new Error("server stopping"); // no files for a connection stop() will not see
+      }
+      if (!isAuthDecision(decision)) {
+        this.#report(new TypeError(`authenticate answered ${String(decision)}, not "read-write", "read-only", "reject" or a negative errno: the client is refused`));
+        decision = "reject"; // fail closed
       }
       if (typeof decision === "number" || decision === "reject") {
         const error = decision === "reject" ? -EACCES : decision < 0 ? decision : -EACCES;
@@ -340,6 +348,10 @@ export class QbServer implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
+}
+
+function isAuthDecision(value: unknown): value is AuthDecision {
+  return value === "read-write" || value === "read-only" || value === "reject" || Number.isInteger(value);
 }
 
 /** Every connection response is encoded here: the socket copies it at once, or it is written from a copy. */

@@ -71,11 +71,13 @@ export class SocketServerTransport implements ServerTransport {
     this.#maxMessageSize = setup.maxMessageSize;
     this.#controlPath = `${setup.dir}/qb-control-${setup.service}`;
     this.#base = `${setup.dir}/qb-${setup.service}`;
-    const file = SharedMemory.openFile({ path: this.#controlPath, create: true, size: CONTROL_SIZE });
+    let file: SharedMemory | undefined;
     let control: Mapping | undefined;
     let requests: UnixDatagram | undefined;
     let events: UnixDatagram | undefined;
     try {
+      // Created, then sized: a full /dev/shm fails the sizing, and the catch removes the file.
+      file = SharedMemory.openFile({ path: this.#controlPath, create: true, size: CONTROL_SIZE });
       try {
         file.chown(setup.uid, setup.gid);
       } catch (error) {
@@ -98,7 +100,7 @@ export class SocketServerTransport implements ServerTransport {
       } catch {}
       throw error;
     } finally {
-      file.close();
+      file?.close();
     }
     this.#control = control;
     this.#counters = new Int32Array(control.bytes.buffer, control.bytes.byteOffset, CONTROL_SIZE / 4);

@@ -74,7 +74,7 @@ export interface IncomingMessage {
    * `release()` or the next take().
    */
   readonly inPlace: boolean;
-  /** Give the space back to the peer (reclaim the ring chunk; nothing for a socket). */
+  /** Give the space back (reclaim the ring chunk; end the socket transport's loan of its receive buffer). */
   release(): void;
 }
 
