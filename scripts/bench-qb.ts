@@ -26,11 +26,13 @@
  *   diag (idle condition only): the latency load with the placement forced
  *      (server main thread and client pinned to one CPU, or to two).
  * Every round runs every (load, server) pair once, in an order that rotates
- * from round to round; one warm-up round is discarded, in which the
- * pipeline and connect loads run for --warmup-ms (default 2 s): a JIT
- * compiles per-connection code only after thousands of connections (the
- * qbun server's connect rate rises about 20% over its first 2 s of
- * connections, then stays flat), and a long-running server is past that.
+ * from round to round; one warm-up round is discarded, in which every
+ * load runs long enough for the JIT to compile what it runs: the pipeline
+ * and connect loads for --warmup-ms (default 2 s), the latency load 10×
+ * and the throughput load 20× their per-round counts. A fresh qbun
+ * server's connect rate rises about 20% over its first 2 s of connections
+ * and its 1 MiB echo rate about 30% over its first 1,500 echoes, then both
+ * stay flat; a long-running server is past that.
  * For each measurement
  * the server's CPU time (all its threads, from /proc/PID/task/TID/schedstat)
  * and main-thread sleeps, and the client's CPU time and sleeps, are recorded
@@ -118,7 +120,8 @@ function usage(): never {
   --no-socket     only the shm transport (default: shm and socket)
   --conns N       idle connections for the memory measurement (default 1000)
   --warmup-ms N   how long the pipeline and connect loads run in the
-                  discarded warm-up round (default 2000)
+                  discarded warm-up round (default 2000; the latency and
+                  throughput loads run 10x and 20x their counts in it)
   --no-memory     skip the memory measurement
   --help`);
   process.exit(0);
@@ -368,7 +371,8 @@ async function runCondition(condition: Condition, servers: Server[], o: Options)
     for (const load of loads) for (const s of servers) jobs.push([load, s]);
     for (const [load, s] of jobs) cells.set(cellKey(load, s), { samples: [] });
     // Warm-up round (discarded): JIT, page faults, first connections.
-    for (const [load, s] of jobs) await runLoad(load, s, { ...o, loadMs: o.warmupMs });
+    const warm = { ...o, loadMs: o.warmupMs, latencyIters: o.latencyIters * 10, throughputIters: o.throughputIters * 20 };
+    for (const [load, s] of jobs) await runLoad(load, s, warm);
     for (let r = 0; r < o.rounds; r++) {
       const roundStart = performance.now();
       const foreignCpu = foreignCpuProbe(() => [...servers.map((s) => s.child.pid), ...(busy ? [busy.pid] : [])]);
@@ -659,7 +663,8 @@ async function main(): Promise<number> {
       `- machine: ${os.availableParallelism()} vCPUs (${os.cpus()[0]?.model ?? "unknown CPU"}), Linux ${os.release()}, Bun ${Bun.version}, libqb ${libqb}`,
       `- load average at start: ${loadAtStart.map((x) => x.toFixed(2)).join(" ")}`,
       `- qbun: commit ${commit}${dirty ? " plus uncommitted changes in src/, ffi/ or cli/" : ""}`,
-      `- rounds: ${o.rounds} per condition, interleaved (order rotates each round), after one discarded warm-up round (pipeline and connect: ${o.warmupMs} ms each in it); ` +
+      `- rounds: ${o.rounds} per condition, interleaved (order rotates each round), after one discarded warm-up round (in it: pipeline and connect ${o.warmupMs} ms each, ` +
+        `${o.latencyIters * 10} round trips, ${o.throughputIters * 20} × 1 MiB); ` +
         `per round: ${o.latencyIters} round trips (latency), ${o.throughputIters} × 1 MiB (throughput), ${o.loadMs} ms (pipeline, connect)`,
       ...(othersAtStart.length > 0 ? [`- **other test/benchmark processes at start:** ${othersAtStart.join("; ")}`] : []),
       "",
