@@ -89,6 +89,11 @@ export interface ConnectionPolicy {
   maxQueued: number;
   /** Hand handlers the request bytes in place (valid during the synchronous part only). */
   zeroCopy: boolean;
+  /**
+   * Resolves at the server's next round: every connection that yields
+   * during one turn of the event loop goes on together in the next.
+   */
+  nextRound(): Promise<void>;
   onError(error: unknown, connection: QbConnection): void;
 }
 
@@ -201,7 +206,7 @@ export class QbConnection {
           this.#transport.releaseResponses();
         }
         if (this.#closed || this.#flowControl !== 0) return;
-        await new Promise<void>((resolve) => setImmediate(resolve)); // let other connections run
+        await this.#policy.nextRound(); // let other connections, and I/O, run
       }
     } finally {
       this.#pumping = false;

@@ -122,6 +122,13 @@ export class QbServer implements AsyncDisposable {
   readonly #handshakes = new Set<UnixStream>();
   #nextId = 1;
   #closed = 0;
+  /**
+   * The next round of request handling, shared: as libqb's loop serves each
+   * ready connection up to `batch` requests per poll, a backlogged
+   * connection yields after its batch and all of them go on together after
+   * one turn of the event loop (one per round, not one per connection).
+   */
+  #round: Promise<void> | undefined;
   #stopped = false;
 
   private constructor(listener: UnixListener, address: string, options: QbServerOptions) {
@@ -137,6 +144,10 @@ export class QbServer implements AsyncDisposable {
       flowControlHighWater: options.flowControlHighWater ?? 64,
       maxQueued: options.maxQueued ?? 1024,
       zeroCopy: options.zeroCopyRequests ?? false,
+      nextRound: () => (this.#round ??= new Promise<void>((resolve) => setImmediate(() => {
+        this.#round = undefined;
+        resolve();
+      }))),
       onError: (error, connection) => this.#report(error, connection),
     };
   }
