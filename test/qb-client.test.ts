@@ -9,7 +9,7 @@ import os from "node:os";
 import { join, resolve } from "node:path";
 import { Reactor } from "../ffi/reactor.ts";
 import { QbClient, QbDisconnectedError, QbServer, interopHandler, type QbMessage } from "../src/qb/index.ts";
-import { openFdCount, shmListing, uniqueName } from "./helpers/env.ts";
+import { openFdCount, settlesWithin, shmListing, uniqueName } from "./helpers/env.ts";
 import { compileC, removeCBuilds } from "./helpers/peers.ts";
 
 const root = resolve(import.meta.dir, "..");
@@ -344,6 +344,38 @@ describe("flow control", () => {
     }
   });
 
+  test.each(["libqb", "qbun"] as const)("flow control 2 (%s server, rate limit OFF_2) holds back only a client whose fcEnableMax is 2", async (kind) => {
+    // libqb's qb_ipcc_fc_enable_max_set: a client backs off (qb_ipcc_send:
+    // EAGAIN) while 0 < fc <= its max. The server handles nothing until
+    // NORMAL either way; the difference is whether the request is sent.
+    const libqb = kind === "libqb" ? await servers.libqb("shm") : undefined;
+    const qbun = kind === "qbun" ? await QbServer.listen({ name: uniqueName("fc2"), handler: interopHandler }) : undefined;
+    const name = libqb?.name ?? qbun!.name;
+    try {
+      await using plain = await QbClient.connect(name);
+      await using careful = await QbClient.connect(name);
+      careful.fcEnableMax = 2;
+      expect((await plain.request(1, u32(1))).error).toBe(0);
+      expect((await careful.request(1, u32(1))).error).toBe(0);
+      if (libqb) libqb.signal("SIGWINCH");
+      else qbun!.setRateLimit("off2");
+      await Bun.sleep(50);
+      expect(await settlesWithin(plain.send(1, u32(2)), 1000)).toBeUndefined(); // 2 > its max of 1: sent
+      let sent = false;
+      const held = careful.send(1, u32(3)).then(() => (sent = true));
+      await Bun.sleep(150);
+      expect(sent).toBe(false); // backing off
+      if (libqb) libqb.signal("SIGUSR2");
+      else qbun!.setRateLimit("normal");
+      await held;
+      expect((await plain.receive()).data).toEqual(u32(2));
+      expect((await careful.receive()).data).toEqual(u32(3));
+    } finally {
+      await libqb?.stop();
+      await qbun?.stop();
+    }
+  });
+
   test("a qbun server's rate limit OFF holds an existing connection's requests back until NORMAL", async () => {
     const server = await QbServer.listen({ name: uniqueName("fc"), handler: interopHandler });
     try {
@@ -358,6 +390,49 @@ describe("flow control", () => {
       expect((await held).data).toEqual(u32(7));
     } finally {
       await server.stop();
+    }
+  });
+});
+
+describe("filesystem-socket mode", () => {
+  const FORCE = "/etc/libqb/force-filesystem-sockets";
+  const canForce = process.getuid?.() === 0 && !existsSync(FORCE);
+
+  test.skipIf(!canForce)("with /etc/libqb/force-filesystem-sockets the client finds a libqb server at /tmp/NAME", async () => {
+    const { mkdirSync, rmSync, writeFileSync } = await import("node:fs");
+    const hadDir = existsSync("/etc/libqb");
+    mkdirSync("/etc/libqb", { recursive: true });
+    writeFileSync(FORCE, "");
+    try {
+      for (const transport of ["shm", "socket"]) {
+        const server = await servers.libqb(transport);
+        try {
+          expect(existsSync(`/tmp/${server.name}`)).toBe(true); // libqb listens there, not on the abstract name
+          await using client = await QbClient.connect(server.name);
+          expect(client.transport).toBe(transport);
+          expect((await client.request(1, u32(5))).data).toEqual(u32(5));
+        } finally {
+          await server.stop();
+        }
+      }
+    } finally {
+      rmSync(FORCE, { force: true });
+      if (!hadDir) rmSync("/etc/libqb", { recursive: true, force: true });
+    }
+  });
+
+  test("filesystemSocket and socketDir reach a server listening on that path", async () => {
+    const { mkdtempSync, rmSync } = await import("node:fs");
+    const dir = mkdtempSync(join(os.tmpdir(), "qbun-fs-"));
+    const server = await QbServer.listen({ name: uniqueName("fs"), handler: interopHandler, filesystemSocket: true, socketDir: dir });
+    try {
+      expect(server.address).toBe(join(dir, server.name));
+      await expect(QbClient.connect(server.name, { filesystemSocket: false })).rejects.toMatchObject({ code: "ECONNREFUSED" });
+      await using client = await QbClient.connect(server.name, { filesystemSocket: true, socketDir: dir });
+      expect((await client.request(1, u32(6))).data).toEqual(u32(6));
+    } finally {
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

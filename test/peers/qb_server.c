@@ -4,7 +4,9 @@
  *
  * usage: qb_server NAME shm|socket [--deny-uid N]
  *   Prints "READY" once listening. SIGUSR1 sets the rate limit to OFF (flow
- *   control on for every connection), SIGUSR2 back to NORMAL, SIGHUP sends
+ *   control on for every connection), SIGWINCH to OFF_2 (flow control 2:
+ *   only clients that raised fc_enable_max back off), SIGUSR2 back to
+ *   NORMAL, SIGHUP sends
  *   one event (id 9, 16 bytes) to every connection. SIGTERM/SIGINT: destroy
  *   the service (libqb removes every connection's files) and exit 0.
  */
@@ -111,6 +113,7 @@ static int32_t on_signal(int32_t sig, void *data) {
   (void)data;
   if (sig == SIGUSR1) qb_ipcs_request_rate_limit(service, QB_IPCS_RATE_OFF);
   else if (sig == SIGUSR2) qb_ipcs_request_rate_limit(service, QB_IPCS_RATE_NORMAL);
+  else if (sig == SIGWINCH) qb_ipcs_request_rate_limit(service, QB_IPCS_RATE_OFF_2);
   else if (sig == SIGHUP) {
     qb_ipcs_connection_t *c = qb_ipcs_connection_first_get(service);
     while (c) {
@@ -148,7 +151,7 @@ int main(int argc, char **argv) {
   int rc = qb_ipcs_run(service);
   if (rc != 0) { fprintf(stderr, "qb_ipcs_run: %d\n", rc); return 1; }
   qb_loop_signal_handle h;
-  int sigs[] = {SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGHUP};
+  int sigs[] = {SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGHUP, SIGWINCH};
   for (unsigned i = 0; i < sizeof sigs / sizeof *sigs; i++) qb_loop_signal_add(loop, QB_LOOP_HIGH, sigs[i], NULL, on_signal, &h);
   printf("READY\n");
   fflush(stdout);
