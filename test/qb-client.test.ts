@@ -9,7 +9,7 @@ import os from "node:os";
 import { join, resolve } from "node:path";
 import { Reactor } from "../ffi/reactor.ts";
 import { QbClient, QbDisconnectedError, QbServer, interopHandler, type QbMessage } from "../src/qb/index.ts";
-import { openFdCount, settlesWithin, shmListing, uniqueName } from "./helpers/env.ts";
+import { canForceFilesystemSockets, openFdCount, settlesWithin, shmListing, uniqueName, withFilesystemSockets } from "./helpers/env.ts";
 import { compileC, removeCBuilds } from "./helpers/peers.ts";
 
 const root = resolve(import.meta.dir, "..");
@@ -395,16 +395,9 @@ describe("flow control", () => {
 });
 
 describe("filesystem-socket mode", () => {
-  const FORCE = "/etc/libqb/force-filesystem-sockets";
-  const canForce = process.getuid?.() === 0 && !existsSync(FORCE);
-
-  test.skipIf(!canForce)("with /etc/libqb/force-filesystem-sockets the client finds a libqb server at /tmp/NAME", async () => {
-    const { mkdirSync, rmSync, writeFileSync } = await import("node:fs");
-    const hadDir = existsSync("/etc/libqb");
-    mkdirSync("/etc/libqb", { recursive: true });
-    writeFileSync(FORCE, "");
-    try {
-      for (const transport of ["shm", "socket"]) {
+  test.skipIf(!canForceFilesystemSockets)("with /etc/libqb/force-filesystem-sockets the client finds a libqb server at /tmp/NAME", async () => {
+    await withFilesystemSockets(async () => {
+      for (const transport of ["shm", "socket"] as const) {
         const server = await servers.libqb(transport);
         try {
           expect(existsSync(`/tmp/${server.name}`)).toBe(true); // libqb listens there, not on the abstract name
@@ -415,10 +408,7 @@ describe("filesystem-socket mode", () => {
           await server.stop();
         }
       }
-    } finally {
-      rmSync(FORCE, { force: true });
-      if (!hadDir) rmSync("/etc/libqb", { recursive: true, force: true });
-    }
+    });
   });
 
   test("filesystemSocket and socketDir reach a server listening on that path", async () => {

@@ -6,7 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test
 import { existsSync, mkdirSync, readdirSync, rmdirSync, statSync, writeFileSync } from "node:fs";
 import { QbServer, interopAuthenticate, interopHandler, type QbConnection, type QbServerOptions } from "../src/qb/index.ts";
 import { Reactor } from "../ffi/reactor.ts";
-import { openFdCount, shmListing, uniqueName } from "./helpers/env.ts";
+import { canForceFilesystemSockets, openFdCount, shmListing, uniqueName, withFilesystemSockets } from "./helpers/env.ts";
 import { compileC, removeCBuilds } from "./helpers/peers.ts";
 
 let client: string;
@@ -491,15 +491,8 @@ describe("scale", () => {
 });
 
 describe("filesystem-socket mode", () => {
-  const FORCE = "/etc/libqb/force-filesystem-sockets";
-  const canForce = process.getuid?.() === 0 && !existsSync(FORCE);
-
-  test.skipIf(!canForce)("with /etc/libqb/force-filesystem-sockets the server listens on /tmp/NAME, like libqb, and libqb clients find it", async () => {
-    const { mkdirSync, rmSync, writeFileSync } = await import("node:fs");
-    const hadDir = existsSync("/etc/libqb");
-    mkdirSync("/etc/libqb", { recursive: true });
-    writeFileSync(FORCE, "");
-    try {
+  test.skipIf(!canForceFilesystemSockets)("with /etc/libqb/force-filesystem-sockets the server listens on /tmp/NAME, like libqb, and libqb clients find it", async () => {
+    await withFilesystemSockets(async () => {
       const server = await QbServer.listen({ name: uniqueName("fsmode"), handler: interopHandler });
       try {
         expect(server.address).toBe(`/tmp/${server.name}`);
@@ -510,9 +503,6 @@ describe("filesystem-socket mode", () => {
         await server.stop();
       }
       expect(existsSync(`/tmp/${server.name}`)).toBe(false);
-    } finally {
-      rmSync(FORCE, { force: true });
-      if (!hadDir) rmSync("/etc/libqb", { recursive: true, force: true });
-    }
+    });
   });
 });

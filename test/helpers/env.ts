@@ -2,7 +2,7 @@
  * Test environment helpers: unique names, temporary directories, and the
  * process's resource counts (open fds, /dev/shm entries) for leak tests.
  */
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 
@@ -96,4 +96,23 @@ export async function caught(fn: Promise<unknown> | (() => unknown)): Promise<un
     return error;
   }
   throw new Error("expected a failure, but it succeeded");
+}
+
+/** libqb's switch to filesystem sockets (`/tmp/NAME` instead of the abstract name). */
+export const FORCE_FILESYSTEM_SOCKETS = "/etc/libqb/force-filesystem-sockets";
+
+/** Whether a test may create {@link FORCE_FILESYSTEM_SOCKETS}: root, and the file is not there already. */
+export const canForceFilesystemSockets = process.getuid?.() === 0 && !existsSync(FORCE_FILESYSTEM_SOCKETS);
+
+/** Run `body` with {@link FORCE_FILESYSTEM_SOCKETS} present; afterwards remove it (and /etc/libqb if it was made here). */
+export async function withFilesystemSockets(body: () => Promise<void>): Promise<void> {
+  const hadDir = existsSync("/etc/libqb");
+  mkdirSync("/etc/libqb", { recursive: true });
+  writeFileSync(FORCE_FILESYSTEM_SOCKETS, "");
+  try {
+    await body();
+  } finally {
+    rmSync(FORCE_FILESYSTEM_SOCKETS, { force: true });
+    if (!hadDir) rmSync("/etc/libqb", { recursive: true, force: true });
+  }
 }
