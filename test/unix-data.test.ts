@@ -11,7 +11,7 @@ import {
   UnixSeqpacket,
   UnixStream,
 } from "../src/unix/index.ts";
-import { bytes, caught, isPendingAfter, tempDir, text, uniqueName } from "./helpers/env.ts";
+import { bytes, caught, isPendingAfter, openFdCount, tempDir, text, uniqueName } from "./helpers/env.ts";
 import { PyPeer, pyAddr } from "./helpers/peers.ts";
 
 const KiB = 1024;
@@ -159,6 +159,57 @@ describe("stream", () => {
     let all = "";
     for await (const chunk of q) all += text(chunk);
     expect(all).toBe("abbccc");
+  });
+
+  test("watchArrivals: Bun's loop reads and discards wake-up bytes; pause leaves them for tryReadInto; the peer's close ends it once", async () => {
+    const { q, ps } = await streamLink();
+    using _q = q;
+    const fdsBefore = openFdCount();
+    let arrivals = 0;
+    const ends: unknown[] = [];
+    let arrived = Promise.withResolvers<void>();
+    await q.watchArrivals({
+      onArrival: () => {
+        arrivals++;
+        arrived.resolve();
+      },
+      onEnd: (error) => ends.push(error),
+    });
+    expect(openFdCount()).toBe(fdsBefore + 1); // the duplicate Bun reads through
+    await py.call("send", { sock: ps, text: "x" });
+    await arrived.promise;
+    expect(arrivals).toBe(1);
+    expect(q.tryReadInto(new Uint8Array(8))).toBeUndefined(); // consumed by the watch
+    // Paused: the bytes wait in the socket for a direct read.
+    q.pauseArrivals();
+    await py.call("send", { sock: ps, text: "yz" });
+    await Bun.sleep(50);
+    expect(arrivals).toBe(1);
+    expect(q.tryReadInto(new Uint8Array(8))).toBe(2);
+    arrived = Promise.withResolvers<void>();
+    q.resumeArrivals();
+    await py.call("send", { sock: ps, text: "w" });
+    await arrived.promise;
+    expect(arrivals).toBe(2);
+    // Writes still go out through the original fd.
+    await q.write(bytes("ok"));
+    expect(await py.call("recv", { sock: ps, size: 2 })).toMatchObject({ text: "ok" });
+    await py.call("close", { id: ps });
+    for (let i = 0; i < 100 && ends.length === 0; i++) await Bun.sleep(5);
+    await Bun.sleep(20);
+    expect(ends.length).toBe(1);
+  });
+
+  test("watchArrivals: closing the stream closes the duplicate too, and is not reported as the peer's end", async () => {
+    const { q } = await streamLink();
+    const fdsBefore = openFdCount();
+    const ends: unknown[] = [];
+    await q.watchArrivals({ onArrival: () => {}, onEnd: (error) => ends.push(error) });
+    await expect(q.watchArrivals({ onArrival: () => {}, onEnd: () => {} })).rejects.toThrow("already watched");
+    q.close();
+    await Bun.sleep(20);
+    expect(openFdCount()).toBe(fdsBefore - 1);
+    expect(ends).toEqual([]);
   });
 
   test("readExactly fails with ECONNRESET when the stream ends early; readInto fills a caller buffer", async () => {

@@ -11,6 +11,8 @@ import { Ring, ringFiles, type RingFiles } from "./ring.ts";
 import { PeerGoneError, removeConnectionFiles, type IncomingMessage, type ServerTransport, type TransportNames, type TransportSetup } from "./transport.ts";
 
 const NOTIFY = new Uint8Array([0]);
+/** Requests handled without a wait after which notification bytes are read in bulk. */
+const DRAIN_EVERY = 32;
 
 /** The server half of one SHM connection. */
 export class ShmServerTransport implements ServerTransport {
@@ -49,17 +51,22 @@ export class ShmServerTransport implements ServerTransport {
   take(): IncomingMessage | null {
     const bytes = this.#request.take();
     if (bytes === null) return null;
-    // The client sends one byte per request; under sustained load the ring
-    // never empties, so drain them as we go (the client spins on a full socket).
-    if (++this.#undrained >= 32) this.#drainNotifications();
+    // Under sustained load the ring never empties: stop the event loop's
+    // reads of notification bytes and drain them here in bulk instead
+    // (unread, they would fill the socket and stall the client).
+    if (++this.#takenSinceWait % DRAIN_EVERY === 0) this.#drainNotifications();
     const ring = this.#request;
     return { bytes, inPlace: true, release: () => ring.reclaim(bytes.byteLength) };
   }
 
-  #undrained = 0;
+  #takenSinceWait = 0;
+  #paused = false;
 
   #drainNotifications(): void {
-    this.#undrained = 0;
+    if (!this.#paused && this.#watching === true) {
+      this.#setup.pauseArrivals();
+      this.#paused = true;
+    }
     for (;;) {
       const n = this.#setup.tryReadInto(this.#bytes);
       if (n === 0) throw new PeerGoneError();
@@ -67,11 +74,68 @@ export class ShmServerTransport implements ServerTransport {
     }
   }
 
-  /** Notification bytes are meaningless: reading them only tells us to look at the ring. */
-  async waitForRequests(signal: AbortSignal): Promise<void> {
-    const n = await this.#setup.readInto(this.#bytes, { signal });
-    if (n === 0) throw new PeerGoneError();
-    this.#undrained = 0;
+  // Notification bytes mean only "look at the ring". While we wait, Bun's
+  // event loop reads them (UnixStream.watchArrivals).
+  #watching: Promise<void> | true | undefined;
+  /** Bytes arrived since the last wait ended. */
+  #arrived = false;
+  /** Why the setup socket ended, once it has. */
+  #ended: unknown;
+  #waiter: { resolve(): void; reject(error: unknown): void; signal: AbortSignal } | undefined;
+
+  #onArrival(): void {
+    const waiter = this.#waiter;
+    if (waiter === undefined) {
+      this.#arrived = true;
+      return;
+    }
+    this.#waiter = undefined;
+    waiter.resolve();
+  }
+
+  #onEnd(error?: unknown): void {
+    this.#ended = error ?? new PeerGoneError();
+    const waiter = this.#waiter;
+    this.#waiter = undefined;
+    waiter?.reject(this.#ended);
+  }
+
+  waitForRequests(signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return Promise.reject(signal.reason);
+    this.#takenSinceWait = 0; // the ring ran empty: not sustained load
+    if (this.#arrived) {
+      this.#arrived = false;
+      return Promise.resolve();
+    }
+    if (this.#ended !== undefined) return Promise.reject(this.#ended);
+    // A client that sent its next request while we worked left its byte
+    // here: taking it directly skips a trip through the event loop.
+    const n = this.#setup.tryReadInto(this.#bytes);
+    if (n === 0) return Promise.reject(new PeerGoneError());
+    if (n !== undefined) return Promise.resolve();
+    if (this.#paused) {
+      this.#paused = false;
+      this.#setup.resumeArrivals();
+    }
+    if (this.#watching === true) return this.#sleep(signal);
+    this.#watching ??= this.#setup.watchArrivals({ onArrival: () => this.#onArrival(), onEnd: (error) => this.#onEnd(error) });
+    return this.#watching.then(() => {
+      this.#watching = true;
+      return this.#sleep(signal);
+    });
+  }
+
+  /** Until the next arrival (which may have come while watching started). */
+  #sleep(signal: AbortSignal): Promise<void> {
+    if (this.#ended !== undefined) return Promise.reject(this.#ended);
+    if (this.#closed) return Promise.reject(signal.reason);
+    if (this.#arrived) {
+      this.#arrived = false;
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.#waiter = { resolve, reject, signal };
+    });
   }
 
   /** Nested holds: a batch of requests holds, and each request inside it too. */
@@ -120,6 +184,9 @@ export class ShmServerTransport implements ServerTransport {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    const waiter = this.#waiter;
+    this.#waiter = undefined;
+    waiter?.reject(waiter.signal.reason);
     const rings = [this.#response, this.#event, this.#request];
     for (const ring of rings) ring.close(false);
     removeConnectionFiles(this.#dir, rings.flatMap((ring) => [ring.files.dataPath, ring.files.headerPath]));

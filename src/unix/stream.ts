@@ -11,6 +11,16 @@ import { UnixSocket, SOCK_TYPE, type ReceivedMessage, type ReceiveOptions, type 
 
 const SHUT_WR = 1;
 
+/** What {@link UnixStream.watchArrivals} calls. */
+export interface ArrivalHandlers {
+  /** Bytes arrived (and were discarded). */
+  onArrival(): void;
+  /** The stream ended (the peer closed it) or failed; called at most once. */
+  onEnd(error?: unknown): void;
+}
+
+type BunSocket = Awaited<ReturnType<typeof Bun.connect>>;
+
 /** Options for a stream read. */
 export interface ReadOptions {
   /** Most bytes to return (default 65536). */
@@ -171,6 +181,90 @@ export class UnixStream extends UnixSocket {
   /** Receive bytes with any fds/credentials that came with them; null at end of stream. */
   receiveMessage(options: ReceiveOptions = {}): Promise<ReceivedMessage | null> {
     return this.receiveRaw(options, false, false) as Promise<ReceivedMessage | null>;
+  }
+
+  #arrivals: BunSocket | undefined;
+  #arrivalsRef = true;
+  /** Set once onEnd ran, or once this side closed (its own close is not the peer's end). */
+  #arrivalsEnded = false;
+
+  /**
+   * For a peer whose bytes carry no data, only "look now" (libqb's SHM
+   * notification bytes): Bun's own event loop reads and discards whatever
+   * arrives and calls `onArrival`; `onEnd` when the peer closes the stream
+   * or it fails. A wake-up then costs one epoll wake-up and one recv; a
+   * {@link UnixStream.readInto} that has to wait costs a poll submission,
+   * an interrupted wait, a doorbell and a second recv. Bun reads through a
+   * duplicate of the fd, so {@link UnixStream.tryReadInto} and writes go on
+   * working (a byte is consumed by whichever side reads first). Stops at
+   * {@link UnixStream.close}, which closes the duplicate too. While the
+   * owner is busy anyway, {@link UnixStream.pauseArrivals} saves a wake-up
+   * and a callback per arrival.
+   */
+  async watchArrivals(handlers: ArrivalHandlers): Promise<void> {
+    if (this.#arrivals) throw new Error("this stream's arrivals are already watched");
+    const dup = check(this.native.qbn_dup(this.fd), "fcntl(F_DUPFD_CLOEXEC)");
+    this.#arrivalsEnded = false;
+    const end = (error?: unknown) => {
+      if (this.#arrivalsEnded) return;
+      this.#arrivalsEnded = true;
+      handlers.onEnd(error);
+    };
+    let socket: BunSocket;
+    try {
+      // Bun owns `dup` from here: it closes it when its socket closes.
+      socket = await Bun.connect({
+        fd: dup,
+        socket: {
+          data: () => handlers.onArrival(),
+          end: () => end(),
+          close: (_socket: unknown, error?: unknown) => end(error),
+          error: (_socket: unknown, error: unknown) => end(error),
+        },
+      } as unknown as Parameters<typeof Bun.connect>[0]);
+    } catch (error) {
+      this.native.qbn_close(dup);
+      throw error;
+    }
+    if (this.closed) {
+      this.#arrivalsEnded = true; // closed while connecting: not the peer's doing
+      socket.terminate();
+      return;
+    }
+    if (!this.#arrivalsRef) socket.unref();
+    this.#arrivals = socket;
+  }
+
+  /**
+   * Stop reading arrivals (they stay in the socket for
+   * {@link UnixStream.tryReadInto}) until {@link UnixStream.resumeArrivals}.
+   */
+  pauseArrivals(): void {
+    this.#arrivals?.pause();
+  }
+
+  /** Read arrivals again after {@link UnixStream.pauseArrivals}. */
+  resumeArrivals(): void {
+    this.#arrivals?.resume();
+  }
+
+  override ref(): this {
+    this.#arrivalsRef = true;
+    this.#arrivals?.ref();
+    return super.ref();
+  }
+
+  override unref(): this {
+    this.#arrivalsRef = false;
+    this.#arrivals?.unref();
+    return super.unref();
+  }
+
+  protected override afterClose(): void {
+    const arrivals = this.#arrivals;
+    this.#arrivals = undefined;
+    this.#arrivalsEnded = true;
+    arrivals?.terminate();
   }
 
   /** Half-close: the peer reads end of stream; this side can still read. */
