@@ -168,9 +168,14 @@ export class QbConnection {
     const signal = this.#abort.signal;
     try {
       for (;;) {
-        await this.#pump();
+        // Synchronous while requests are there: no promise per request.
+        if (this.#pump()) {
+          await this.#policy.nextRound(); // a full batch: let other connections, and I/O, run
+          continue;
+        }
         if (this.#closed) return;
-        await this.#transport.waitForRequests(signal);
+        const waiting = this.#transport.waitForRequests(signal);
+        if (waiting !== undefined) await waiting;
       }
     } catch (error) {
       this.#end(error);
@@ -182,37 +187,45 @@ export class QbConnection {
     if (!this.#closed) this.close(error instanceof PeerGoneError ? undefined : error);
   }
 
-  /** Handle what is ready, `batch` at a time, yielding between batches. One pump at a time. */
-  async #pump(): Promise<void> {
-    if (this.#pumping) return;
+  /**
+   * Handle one batch of what is ready. True when the batch was full, so more
+   * may be waiting after a yield; false when the requests ran out, flow
+   * control stopped them, or a pump is already running (re-entered from a
+   * response's completion).
+   */
+  #pump(): boolean {
+    if (this.#pumping) return false;
     this.#pumping = true;
+    let handled = 0;
+    // The batch's responses become visible together: a client waiting for
+    // them wakes once per batch, not once per response (each wake-up is a
+    // futex syscall here and a context switch there).
+    this.#transport.holdResponses();
     try {
-      for (;;) {
-        let handled = 0;
-        // The batch's responses become visible together: a client waiting for
-        // them wakes once per batch, not once per response (each wake-up is a
-        // futex syscall here and a context switch there).
-        this.#transport.holdResponses();
-        try {
-          while (handled < this.#policy.batch && !this.#closed && this.#flowControl === 0) {
-            // No await between taking a ring chunk and releasing it (SHM answers synchronously).
-            const next = this.#transport.take();
-            const message = next instanceof Promise ? await next : next;
-            if (message === null) return;
-            handled++;
-            this.#dispatch(message);
-          }
-        } finally {
-          this.#transport.releaseResponses();
-        }
-        if (this.#closed || this.#flowControl !== 0) return;
-        await this.#policy.nextRound(); // let other connections, and I/O, run
+      while (!this.#closed && this.#flowControl === 0) {
+        if (handled === this.#policy.batch) return true;
+        // No await between taking a ring chunk and releasing it (SHM answers synchronously).
+        const message = this.#transport.take();
+        if (message === null) return false;
+        handled++;
+        this.#dispatch(message);
       }
+      return false;
     } finally {
+      this.#transport.releaseResponses();
       this.#pumping = false;
     }
   }
   #pumping = false;
+
+  /** Pump from outside the run loop (flow control reopened): it yields between batches like run(). */
+  #resume(): void {
+    try {
+      if (this.#pump()) void this.#policy.nextRound().then(() => this.#resume());
+    } catch (error) {
+      this.#end(error);
+    }
+  }
 
   #dispatch(message: IncomingMessage): void {
     const bytes = message.bytes;
@@ -443,7 +456,7 @@ export class QbConnection {
     if (this.#flowControl === 0 && unanswered >= high) this.#setFlowControl(1);
     else if (this.#flowControl !== 0 && unanswered <= high / 2) {
       this.#setFlowControl(0);
-      void this.#pump().catch((error) => this.#end(error));
+      this.#resume();
     }
   }
 
@@ -460,7 +473,7 @@ export class QbConnection {
     else {
       this.#setFlowControl(0);
       this.#updateFlowControl();
-      void this.#pump().catch((error) => this.#end(error));
+      this.#resume();
     }
   }
 

@@ -100,19 +100,19 @@ export class ShmServerTransport implements ServerTransport {
     waiter?.reject(this.#ended);
   }
 
-  waitForRequests(signal: AbortSignal): Promise<void> {
-    if (signal.aborted) return Promise.reject(signal.reason);
+  waitForRequests(signal: AbortSignal): Promise<void> | undefined {
+    signal.throwIfAborted();
     this.#takenSinceWait = 0; // the ring ran empty: not sustained load
     if (this.#arrived) {
       this.#arrived = false;
-      return Promise.resolve();
+      return undefined;
     }
-    if (this.#ended !== undefined) return Promise.reject(this.#ended);
+    if (this.#ended !== undefined) throw this.#ended;
     // A client that sent its next request while we worked left its byte
     // here: taking it directly skips a trip through the event loop.
     const n = this.#setup.tryReadInto(this.#bytes);
-    if (n === 0) return Promise.reject(new PeerGoneError());
-    if (n !== undefined) return Promise.resolve();
+    if (n === 0) throw new PeerGoneError();
+    if (n !== undefined) return undefined;
     if (this.#paused) {
       this.#paused = false;
       this.#setup.resumeArrivals();

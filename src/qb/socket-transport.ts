@@ -161,8 +161,8 @@ export class SocketServerTransport implements ServerTransport {
   };
 
   /** The connection closes this transport when it ends, which ends this wait too. */
-  async waitForRequests(_signal: AbortSignal): Promise<void> {
-    await this.#requests.readable({ signal: this.#gone.signal });
+  waitForRequests(_signal: AbortSignal): Promise<void> {
+    return this.#requests.readable({ signal: this.#gone.signal });
   }
 
   /** Datagrams are copies: nothing to hold. */

@@ -85,14 +85,15 @@ export interface ServerTransport {
   /** What the connection response tells the client. */
   readonly names: TransportNames;
   /** Next request if one is ready now; null if none. Throws on a corrupt peer. */
-  take(): IncomingMessage | null | Promise<IncomingMessage | null>;
+  take(): IncomingMessage | null;
   /**
    * Resolves when more requests may be ready (or the peer went away, which
-   * the transport reports by rejecting or via `onPeerGone`). SHM waits for
-   * notification bytes on the setup socket; the socket transport for its
-   * request datagram socket.
+   * the transport reports by rejecting); undefined when they may be ready
+   * now, which spares the caller a promise. SHM waits for notification
+   * bytes on the setup socket; the socket transport for its request
+   * datagram socket.
    */
-  waitForRequests(signal: AbortSignal): Promise<void>;
+  waitForRequests(signal: AbortSignal): Promise<void> | undefined;
   /**
    * Make responses written from now on invisible to the client until
    * `releaseResponses()` (SHM: commit but hold the semaphore post). Holds
