@@ -228,15 +228,15 @@ export class QbConnection {
   }
 
   #dispatch(message: IncomingMessage): void {
-    const bytes = message.bytes;
-    if (bytes.byteLength < REQUEST_HEADER_SIZE) {
+    const { bytes, start, length } = message;
+    if (length < REQUEST_HEADER_SIZE) {
       message.release();
-      throw new RingCorruptError(this.#transport.names.request, `a ${bytes.byteLength}-byte request has no room for its header`);
+      throw new RingCorruptError(this.#transport.names.request, `a ${length}-byte request has no room for its header`);
     }
-    const id = int32At(bytes, 0);
-    const size = int32At(bytes, 8);
+    const id = int32At(bytes, start);
+    const size = int32At(bytes, start + 8);
     this.#stats.requests++;
-    this.#stats.bytesIn += bytes.byteLength;
+    this.#stats.bytesIn += length;
     if (id === MessageId.DISCONNECT) {
       message.release();
       this.close();
@@ -246,20 +246,20 @@ export class QbConnection {
     this.#pending.push(slot);
     this.#updateFlowControl();
     // Refusals keep the connection usable: answer with an error.
-    if (bytes.byteLength > this.info.maxMessageSize) {
+    if (length > this.info.maxMessageSize) {
       message.release();
       this.#complete(slot, id, { error: -EMSGSIZE }, false);
       return;
     }
-    if (size < REQUEST_HEADER_SIZE || size > bytes.byteLength) {
+    if (size < REQUEST_HEADER_SIZE || size > length) {
       message.release();
       this.#complete(slot, id, { error: -EBADMSG }, false);
       return;
     }
     const inPlace = message.inPlace && this.#policy.zeroCopy;
     const payload = inPlace || !message.inPlace
-      ? bytes.subarray(REQUEST_HEADER_SIZE, size)
-      : bytes.slice(REQUEST_HEADER_SIZE, size);
+      ? bytes.subarray(start + REQUEST_HEADER_SIZE, start + size)
+      : bytes.slice(start + REQUEST_HEADER_SIZE, start + size);
     let result: QbReply | Promise<QbReply>;
     try {
       result = this.#policy.handler({ id, payload, connection: this, signal: this.#abort.signal });

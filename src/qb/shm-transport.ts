@@ -49,15 +49,18 @@ export class ShmServerTransport implements ServerTransport {
   }
 
   take(): IncomingMessage | null {
-    const bytes = this.#request.take();
-    if (bytes === null) return null;
+    const ring = this.#request;
+    const start = ring.takeOffset();
+    if (start < 0) return null;
     // Under sustained load the ring never empties: stop the event loop's
     // reads of notification bytes and drain them here in bulk instead
     // (unread, they would fill the socket and stall the client).
     if (++this.#takenSinceWait % DRAIN_EVERY === 0) this.#drainNotifications();
-    const ring = this.#request;
-    return { bytes, inPlace: true, release: () => ring.reclaim(bytes.byteLength) };
+    return { bytes: ring.data, start, length: ring.takenLength, inPlace: true, release: this.#reclaim };
   }
+
+  /** Releases the chunk last taken (requests are released before the next take). */
+  readonly #reclaim = (): void => this.#request.reclaim(this.#request.takenLength);
 
   #takenSinceWait = 0;
   #paused = false;

@@ -147,11 +147,11 @@ export class SocketServerTransport implements ServerTransport {
     if (length <= COPY_BELOW && queuedBefore <= 1) {
       const copy = buffer.slice(0, length);
       returnBuffer(buffer);
-      return { bytes: copy, inPlace: false, release: nothing };
+      return { bytes: copy, start: 0, length, inPlace: false, release: nothing };
     }
-    if (buffer === this.#own) return { bytes: buffer.subarray(0, length), inPlace: true, release: nothing };
+    if (buffer === this.#own) return { bytes: buffer, start: 0, length, inPlace: true, release: nothing };
     this.#lent = buffer;
-    return { bytes: buffer.subarray(0, length), inPlace: true, release: this.#returnLent };
+    return { bytes: buffer, start: 0, length, inPlace: true, release: this.#returnLent };
   }
 
   /** Ends the loan of the shared buffer a large request was read into. */

@@ -64,10 +64,17 @@ export interface TransportNames {
   readonly event: string;
 }
 
-/** One received request: bytes valid until `release()`. */
+/** One received request: its bytes are valid until `release()`. */
 export interface IncomingMessage {
-  /** The whole message (request header + payload), possibly in place in a ring or a reused buffer. */
+  /**
+   * Holds the whole message (request header + payload): `length` bytes at
+   * `start`, possibly in place in a ring or a reused buffer. No view is
+   * made for the message itself (a view costs more than the rest of taking
+   * a small request); the connection makes one for the payload.
+   */
   readonly bytes: Uint8Array;
+  readonly start: number;
+  readonly length: number;
   /**
    * Whether `bytes` is memory the transport reuses (an SHM ring chunk, the
    * socket transport's receive buffer), to be copied if it must outlive
