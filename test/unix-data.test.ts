@@ -4,6 +4,7 @@
  * EMSGSIZE, truncation. The other end is a Python process.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
 import {
   QbunSystemError,
   UnixDatagram,
@@ -210,6 +211,28 @@ describe("stream", () => {
     await Bun.sleep(20);
     expect(openFdCount()).toBe(fdsBefore - 1);
     expect(ends).toEqual([]);
+  });
+
+  test("watchArrivals keeps the process alive unless the stream is unref'd (before or after the watch starts)", async () => {
+    const unix = JSON.stringify(join(import.meta.dir, "..", "src", "unix", "index.ts"));
+    const script = (mode: "before" | "after" | "ref") => `
+      import { UnixStream } from ${unix};
+      const [a, b] = UnixStream.pair();
+      globalThis.peer = b; // keep the peer open (a dropped socket is closed by GC)
+      ${mode === "before" ? "a.unref();" : ""}
+      await a.watchArrivals({ onArrival() { console.log("arrival"); }, onEnd() { console.log("end"); } });
+      ${mode === "after" ? "a.unref();" : ""}
+      console.log("watching");
+    `;
+    for (const mode of ["before", "after"] as const) {
+      const unrefd = Bun.spawn([process.execPath, "-e", script(mode)], { stdout: "pipe" });
+      expect(await unrefd.exited).toBe(0); // nothing keeps it alive
+      expect(await new Response(unrefd.stdout).text()).toBe("watching\n");
+    }
+    const refd = Bun.spawn([process.execPath, "-e", script("ref")], { stdout: "pipe" });
+    const outcome = await Promise.race([refd.exited.then(() => "exited"), Bun.sleep(1500).then(() => "still running")]);
+    refd.kill();
+    expect(outcome).toBe("still running");
   });
 
   test("readExactly fails with ECONNRESET when the stream ends early; readInto fills a caller buffer", async () => {

@@ -14,7 +14,7 @@ export { UnixSeqpacket } from "./seqpacket.ts";
 export { ReceivedMessage, UnixSocket } from "./socket.ts";
 export type { Credentials, ReceiveOptions, SendOptions, SocketType } from "./socket.ts";
 export { UnixStream } from "./stream.ts";
-export type { ReadOptions } from "./stream.ts";
+export type { ArrivalHandlers, ReadOptions } from "./stream.ts";
 export { OwnedFd } from "../../ffi/fd.ts";
 export type { FdLike } from "../../ffi/fd.ts";
 export { ClosedError, QbunArgumentError, QbunSystemError } from "../../ffi/errors.ts";

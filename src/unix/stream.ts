@@ -248,12 +248,14 @@ export class UnixStream extends UnixSocket {
     this.#arrivals?.resume();
   }
 
+  /** Let pending waits, and the arrivals watch, keep the process alive (the default). */
   override ref(): this {
     this.#arrivalsRef = true;
     this.#arrivals?.ref();
     return super.ref();
   }
 
+  /** Pending waits, and the arrivals watch, no longer keep the process alive. */
   override unref(): this {
     this.#arrivalsRef = false;
     this.#arrivals?.unref();
