@@ -309,6 +309,52 @@ describe.each(["shm", "socket"] as const)("qbun server, %s transport, real libqb
     }
   });
 
+  test("flow control from unanswered requests: a pipelining libqb client backs off at the high-water mark and every request is answered once it reopens", async () => {
+    let connection: QbConnection | undefined;
+    let deferred = 0;
+    const server = await startServer(transport, {
+      flowControlHighWater: 4,
+      onConnect: (c) => (connection ??= c),
+      // Replies come later, so unanswered requests pile up past the mark.
+      handler: (request) => {
+        deferred++;
+        return Bun.sleep(1).then(() => ({ data: request.payload }));
+      },
+    });
+    const run = await expectOk([server.name, "pipeline", "64", "300", "32"]);
+    expect(run).toMatchObject({ ok: true });
+    expect(deferred).toBe(300);
+    const stats = connection!.stats();
+    expect(stats.flowControlCount).toBeGreaterThanOrEqual(2); // closed, then reopened, at least once
+    expect(stats.flowControlState).toBe(0);
+    expect(stats.responses).toBe(300);
+  });
+
+  test("while flow control holds queued requests back, the server does not spin on them", async () => {
+    let connection: QbConnection | undefined;
+    let openGate!: () => void;
+    const gate = new Promise<void>((resolve) => (openGate = resolve));
+    const server = await startServer(transport, {
+      flowControlHighWater: 4,
+      onConnect: (c) => (connection ??= c),
+      handler: (request) => gate.then(() => ({ data: request.payload })),
+    });
+    const run = runClient([server.name, "pipeline", "64", "40", "32"]);
+    await eventually(() => connection?.stats().flowControlState === 1);
+    await Bun.sleep(50); // the client has sent what it will before backing off
+    const before = process.cpuUsage();
+    await Bun.sleep(300);
+    const used = process.cpuUsage(before);
+    // Waiting for readable requests it does not take would keep this process busy.
+    expect((used.user + used.system) / 1000).toBeLessThan(60);
+    expect(connection!.stats().requests).toBeLessThan(40); // requests really are held back
+    openGate();
+    const done = await run;
+    expect(done.code).toBe(0);
+    expect(done.lines.at(-1)).toMatchObject({ ok: true });
+    expect(connection!.stats().responses).toBe(40);
+  });
+
   test("broadcast: events from outside any request reach every connection", async () => {
     const server = await startServer(transport);
     const listeners = Array.from({ length: 3 }, () => Bun.spawn([client, server.name, "listen", "50"], { stdout: "pipe" }));

@@ -174,6 +174,12 @@ export class QbConnection {
           continue;
         }
         if (this.#closed) return;
+        // Flow control closed: requests may be queued but are not taken, so
+        // waiting for requests would return at once, again and again.
+        if (this.#flowControl !== 0) {
+          await (this.#reopen ??= Promise.withResolvers<void>()).promise;
+          continue;
+        }
         const waiting = this.#transport.waitForRequests(signal);
         if (waiting !== undefined) await waiting;
       }
@@ -218,14 +224,8 @@ export class QbConnection {
   }
   #pumping = false;
 
-  /** Pump from outside the run loop (flow control reopened): it yields between batches like run(). */
-  #resume(): void {
-    try {
-      if (this.#pump()) void this.#policy.nextRound().then(() => this.#resume());
-    } catch (error) {
-      this.#end(error);
-    }
-  }
+  /** Settled when flow control reopens (or the connection closes), for a run loop waiting on it. */
+  #reopen: PromiseWithResolvers<void> | undefined;
 
   #dispatch(message: IncomingMessage): void {
     const { bytes, start, length } = message;
@@ -456,7 +456,6 @@ export class QbConnection {
     if (this.#flowControl === 0 && unanswered >= high) this.#setFlowControl(1);
     else if (this.#flowControl !== 0 && unanswered <= high / 2) {
       this.#setFlowControl(0);
-      this.#resume();
     }
   }
 
@@ -473,7 +472,6 @@ export class QbConnection {
     else {
       this.#setFlowControl(0);
       this.#updateFlowControl();
-      this.#resume();
     }
   }
 
@@ -482,6 +480,13 @@ export class QbConnection {
     this.#flowControl = value;
     this.#stats.flowControlCount++;
     if (!this.#closed) this.#transport.flowControl = value;
+    if (value === 0) this.#wakeRunLoop();
+  }
+
+  #wakeRunLoop(): void {
+    const reopen = this.#reopen;
+    this.#reopen = undefined;
+    reopen?.resolve();
   }
 
   /** Current statistics. */
@@ -519,6 +524,7 @@ export class QbConnection {
     this.#closed = true;
     clearTimeout(this.#retryTimer);
     this.#abort.abort(reason ?? new Error("connection closed"));
+    this.#wakeRunLoop();
     this.#notifyIdle();
     this.#transport.close();
     this.#setup.close();
