@@ -508,6 +508,15 @@ describe("server lifecycle", () => {
 });
 
 describe("scale", () => {
+  test("Bun raises the soft fd limit to the hard one at start, so a server holds 1,000 clients (2-3 fds each) without configuration", async () => {
+    const script = `const l = require("fs").readFileSync("/proc/self/limits", "utf8").split("\\n").find((x) => x.startsWith("Max open files")).split(/ +/); console.log(l[3], l[4]);`;
+    const proc = Bun.spawn(["sh", "-c", `ulimit -Sn 256 && exec "$0" -e "$1"`, process.execPath, script], { stdout: "pipe", stderr: "pipe" });
+    const [soft, hard] = (await new Response(proc.stdout).text()).trim().split(" ").map(Number);
+    expect(await proc.exited).toBe(0);
+    expect(hard).toBeGreaterThan(256);
+    expect(soft).toBe(hard!);
+  });
+
   test.each(["shm", "socket"] as const)("1,000 concurrent libqb connections on one %s server", async (transport) => {
     const before = shmListing();
     const server = await QbServer.listen({ name: uniqueName(`scale-${transport}`), transport, handler: interopHandler });
