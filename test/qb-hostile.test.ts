@@ -134,6 +134,51 @@ describe("garbage handshakes", () => {
   });
 });
 
+describe("a client flooding its setup socket", () => {
+  test("with wake-up bytes and no requests does not starve the other connections", async () => {
+    // Another process, so that it floods while this one serves: libqb's
+    // handshake by hand, then 64 KiB writes of notification bytes for ever,
+    // through a send buffer so large that the server never drains it.
+    const script = [
+      "import socket, struct, sys",
+      "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)",
+      "s.connect(('\\0' + sys.argv[1]).encode().ljust(108, b'\\0'))",
+      "try:",
+      "    s.setsockopt(socket.SOL_SOCKET, 32, 8 << 20)  # SO_SNDBUFFORCE (root): never short of bytes to send",
+      "except PermissionError:",
+      "    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)",
+      "s.sendall(struct.pack('<iiiiII', -1, 0, 24, 0, 12328, 0))",
+      "got = 0",
+      "while got < 12328:",
+      "    got += len(s.recv(12328 - got))",
+      "print('READY', flush=True)",
+      "junk = b'\\1' * 65536",
+      "while True:",
+      "    s.sendall(junk)",
+    ].join("\n");
+    const flood = Bun.spawn(["python3", "-c", script, server.name], { stdout: "pipe", stderr: "inherit" });
+    const reader = flood.stdout.getReader();
+    try {
+      let said = "";
+      while (!said.includes("\n")) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        said += new TextDecoder().decode(value);
+      }
+      expect(said).toBe("READY\n");
+      await Bun.sleep(100); // flooding by now
+      const started = performance.now();
+      await libqbStillServed(); // 100 echoes on another connection
+      expect(performance.now() - started).toBeLessThan(5000);
+    } finally {
+      flood.kill();
+      await flood.exited;
+      await reader.cancel(); // its pipe's fd closes now, not at some later collection
+    }
+    await eventually(() => server.stats().activeConnections === 0);
+  });
+});
+
 describe("a hostile client corrupting its request ring is dropped; others carry on", () => {
   const cases: [string, (c: Awaited<ReturnType<typeof attach>>) => Promise<void>][] = [
     ["bad magic", (c) => c.commit(16, 0x12345678, requestBytes(1, 16, 0))],

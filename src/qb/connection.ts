@@ -151,6 +151,7 @@ export class QbConnection {
     this.#setup = setup;
     this.#policy = policy;
     this.#onClosed = onClosed;
+    this.#budget = policy.batch;
   }
 
   /** Aborted when the connection ends. */
@@ -168,9 +169,11 @@ export class QbConnection {
     const signal = this.#abort.signal;
     try {
       for (;;) {
+        const taken = this.#stats.requests;
         // Synchronous while requests are there: no promise per request.
         if (this.#pump()) {
-          await this.#policy.nextRound(); // a full batch: let other connections, and I/O, run
+          await this.#policy.nextRound(); // the turn's budget is spent: let other connections, and I/O, run
+          this.#budget = this.#policy.batch;
           continue;
         }
         if (this.#closed) return;
@@ -178,10 +181,17 @@ export class QbConnection {
         // waiting for requests would return at once, again and again.
         if (this.#flowControl !== 0) {
           await (this.#reopen ??= Promise.withResolvers<void>()).promise;
+          this.#budget = this.#policy.batch;
           continue;
         }
+        // A wake-up that found nothing counts too, so that a peer sending
+        // wake-ups without requests cannot keep this loop from yielding.
+        if (this.#stats.requests === taken) this.#budget--;
         const waiting = this.#transport.waitForRequests(signal);
-        if (waiting !== undefined) await waiting;
+        if (waiting !== undefined) {
+          await waiting;
+          this.#budget = this.#policy.batch;
+        }
       }
     } catch (error) {
       this.#end(error);
@@ -194,26 +204,34 @@ export class QbConnection {
   }
 
   /**
-   * Handle one batch of what is ready. True when the batch was full, so more
-   * may be waiting after a yield; false when the requests ran out, flow
-   * control stopped them, or a pump is already running (re-entered from a
-   * response's completion).
+   * Requests this connection may still take before it yields to the event
+   * loop: libqb's `batch` per wake-up (5 with the default rate limit). It is
+   * renewed only by a yield or a real wait, so a client whose next request
+   * is always there already (it runs while the server is preempted) still
+   * takes turns with the other connections.
+   */
+  #budget: number;
+
+  /**
+   * Handle what is ready, within the budget. True when the budget ran out,
+   * so more may be waiting after a yield; false when the requests ran out,
+   * flow control stopped them, or a pump is already running (re-entered
+   * from a response's completion).
    */
   #pump(): boolean {
     if (this.#pumping) return false;
     this.#pumping = true;
-    let handled = 0;
     // The batch's responses become visible together: a client waiting for
     // them wakes once per batch, not once per response (each wake-up is a
     // futex syscall here and a context switch there).
     this.#transport.holdResponses();
     try {
       while (!this.#closed && this.#flowControl === 0) {
-        if (handled === this.#policy.batch) return true;
+        if (this.#budget <= 0) return true;
         // No await between taking a ring chunk and releasing it (SHM answers synchronously).
         const message = this.#transport.take();
         if (message === null) return false;
-        handled++;
+        this.#budget--;
         this.#dispatch(message);
       }
       return false;
