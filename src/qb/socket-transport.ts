@@ -6,7 +6,7 @@
  * @module
  */
 import { SharedMemory, type Mapping } from "../shm/index.ts";
-import { UnixDatagram } from "../unix/index.ts";
+import { UnixDatagram, type UnixStream } from "../unix/index.ts";
 import { Control, CONTROL_SIZE, libqbAbstract } from "./socket-names.ts";
 import {
   type IncomingMessage,
@@ -107,13 +107,28 @@ export class SocketServerTransport implements ServerTransport {
     this.#requests = requests;
     this.#events = events;
     this.names = { request: this.#controlPath, response: this.#base, event: "" };
-    // The setup stream carries nothing here: its end of stream is the peer leaving.
-    void (async () => {
-      try {
-        for (;;) if ((await setup.setup.read({ maxBytes: 64, signal: this.#gone.signal })) === null) break;
-      } catch {}
-      if (!this.#gone.signal.aborted) this.#gone.abort(new PeerGoneError());
-    })();
+    void this.#watchForEnd(setup.setup);
+  }
+
+  /**
+   * The setup stream carries nothing here: its end of stream is the peer
+   * leaving. Whatever else arrives is dropped, a bounded amount per wait,
+   * and every wait goes through the event loop (a direct read that keeps
+   * succeeding would not), so a client flooding it cannot starve others.
+   */
+  async #watchForEnd(setup: UnixStream): Promise<void> {
+    const sink = new Uint8Array(4096);
+    try {
+      for (;;) {
+        await setup.readable({ signal: this.#gone.signal });
+        for (let chunk = 0; chunk < 16; chunk++) {
+          const n = setup.tryReadInto(sink);
+          if (n === 0) throw new PeerGoneError();
+          if (n === undefined) break;
+        }
+      }
+    } catch {}
+    if (!this.#gone.signal.aborted) this.#gone.abort(new PeerGoneError());
   }
 
   /**
