@@ -151,3 +151,51 @@ describe("100 concurrent clients against one qbun server", () => {
     expect(replies).toEqual(Array.from({ length: N }, (_, i) => `re:dg ${i}`));
   });
 });
+
+describe("a socket that never runs dry does not keep the event loop to itself", () => {
+  // Each receive that finds data resolves at once (in a microtask): a loop of
+  // them would otherwise run until the data ends, and a flooding peer's data
+  // need not end. The loop must let a pending setImmediate run within 64.
+  async function receivesBeforeATurn(receiveOne: () => Promise<unknown>, total: number): Promise<number> {
+    let done = 0;
+    let atTurn = -1;
+    setImmediate(() => (atTurn = done));
+    for (; done < total; done++) await receiveOne();
+    return atTurn;
+  }
+
+  test("stream reads and readInto", async () => {
+    const [a, b] = UnixStream.pair();
+    using _a = a;
+    using _b = b;
+    await b.write(new Uint8Array(64 * 1024));
+    const into = new Uint8Array(16);
+    const reads = await receivesBeforeATurn(() => a.read({ maxBytes: 16 }), 1000);
+    expect(reads).toBeGreaterThanOrEqual(0);
+    expect(reads).toBeLessThanOrEqual(64);
+    const intos = await receivesBeforeATurn(() => a.readInto(into), 1000);
+    expect(intos).toBeGreaterThanOrEqual(0);
+    expect(intos).toBeLessThanOrEqual(64);
+  });
+
+  test("seqpacket and datagram receives", async () => {
+    const [a, b] = UnixSeqpacket.pair();
+    using _a = a;
+    using _b = b;
+    for (let i = 0; i < 150; i++) await b.send(bytes(`m${i}`));
+    const seq = await receivesBeforeATurn(() => a.receive(), 150);
+    expect(seq).toBeGreaterThanOrEqual(0);
+    expect(seq).toBeLessThanOrEqual(64);
+
+    // A pair: a datagram socket's queue is not capped at net.unix.max_dgram_qlen for its own peer.
+    const [server, sender] = UnixDatagram.pair();
+    using _server = server;
+    using _sender = sender;
+    let sent = 0;
+    while (sent < 150 && sender.trySend(bytes(`d${sent}`))) sent++;
+    const dgrams = await receivesBeforeATurn(() => server.receive(), sent);
+    expect(sent).toBeGreaterThan(64);
+    expect(dgrams).toBeGreaterThanOrEqual(0);
+    expect(dgrams).toBeLessThanOrEqual(64);
+  });
+});

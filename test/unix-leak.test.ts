@@ -23,7 +23,9 @@ async function expectNoLeak(warmUp: () => Promise<void>, body: () => Promise<voi
   const fdsBefore = await settledFdCount();
   const shmBefore = shmListing();
   await body();
-  expect(await settledFdCount(fdsBefore)).toBe(fdsBefore);
+  // At most the baseline: a warm-up message that a conservative stack scan
+  // kept alive through the baseline's GC may be collected during the body.
+  expect(await settledFdCount(fdsBefore)).toBeLessThanOrEqual(fdsBefore);
   expect(shmListing()).toEqual(shmBefore);
 }
 

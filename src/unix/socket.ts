@@ -26,6 +26,15 @@ const MSG_CTRUNC = 0x08;
 const MSG_PEEK = 0x02;
 const MSG_DONTWAIT = 0x40;
 
+/**
+ * Receives in a row that find data without waiting, after which the next one
+ * first lets the event loop take a turn. Each of them resolves in a
+ * microtask, so without this a loop reading a socket that never runs dry (a
+ * flooding peer) would keep every timer and every other socket waiting.
+ */
+const RECEIVES_PER_TURN = 64;
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
 /** Process credentials as the kernel reports them (SCM_CREDENTIALS, SO_PEERCRED). */
 export interface Credentials {
   readonly pid: number;
@@ -129,6 +138,8 @@ export class UnixSocket implements Disposable, AsyncDisposable {
   readonly #addrBuf = new Uint8Array(SOCKADDR_UN_SIZE);
   #fdBuf = new Int32Array(16);
   #recvScratch: Uint8Array | undefined;
+  /** Waiting receives since the last one that waited (see RECEIVES_PER_TURN). */
+  #receivedWithoutWait = 0;
 
   readonly #resources: SocketResources;
 
@@ -302,6 +313,10 @@ export class UnixSocket implements Disposable, AsyncDisposable {
     const maxFds = options.maxFds ?? 16;
     if (this.#fdBuf.length < maxFds) this.#fdBuf = new Int32Array(maxFds);
     const meta = this.#meta;
+    if (wait && ++this.#receivedWithoutWait >= RECEIVES_PER_TURN) {
+      this.#receivedWithoutWait = 0;
+      await nextTurn();
+    }
     for (;;) {
       options.signal?.throwIfAborted();
       let size = options.maxBytes ?? 65536;
@@ -309,6 +324,7 @@ export class UnixSocket implements Disposable, AsyncDisposable {
         const peek = this.native.qbn_recv(this.fd, null, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
         if (peek === -EAGAIN) {
           if (!wait) return undefined;
+          this.#receivedWithoutWait = 0;
           await this.waitReadable(options.signal);
           continue;
         }
@@ -334,6 +350,7 @@ export class UnixSocket implements Disposable, AsyncDisposable {
       if (!exactLength) this.#recvScratch = data;
       if (rc === -EAGAIN) {
         if (!wait) return undefined;
+        this.#receivedWithoutWait = 0;
         await this.waitReadable(options.signal);
         continue;
       }
@@ -360,11 +377,16 @@ export class UnixSocket implements Disposable, AsyncDisposable {
 
   /** Plain recv into `into` (ancillary data, if any, is discarded by the kernel). */
   protected async recvInto(into: Uint8Array, signal?: AbortSignal): Promise<number> {
+    if (++this.#receivedWithoutWait >= RECEIVES_PER_TURN) {
+      this.#receivedWithoutWait = 0;
+      await nextTurn();
+    }
     for (;;) {
       signal?.throwIfAborted();
       const rc = this.native.qbn_recv(this.fd, into, into.byteLength, 0);
       if (rc >= 0) return rc;
       if (rc !== -EAGAIN) throw new QbunSystemError(-rc, "recv");
+      this.#receivedWithoutWait = 0;
       await this.waitReadable(signal);
     }
   }
