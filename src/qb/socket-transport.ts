@@ -20,6 +20,9 @@ import {
 /** Lone requests up to this size are handed over as copies (see take()). */
 const COPY_BELOW = 4096;
 
+/** Where bytes a client writes on its setup stream go (reads are synchronous: one buffer serves all). */
+const droppedBytes = new Uint8Array(4096);
+
 /** A copied request needs no release. */
 const nothing = (): void => {};
 
@@ -117,12 +120,11 @@ export class SocketServerTransport implements ServerTransport {
    * succeeding would not), so a client flooding it cannot starve others.
    */
   async #watchForEnd(setup: UnixStream): Promise<void> {
-    const sink = new Uint8Array(4096);
     try {
       for (;;) {
         await setup.readable({ signal: this.#gone.signal });
         for (let chunk = 0; chunk < 16; chunk++) {
-          const n = setup.tryReadInto(sink);
+          const n = setup.tryReadInto(droppedBytes);
           if (n === 0) throw new PeerGoneError();
           if (n === undefined) break;
         }
