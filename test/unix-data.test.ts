@@ -205,8 +205,10 @@ describe("stream", () => {
     const { q } = await streamLink();
     const fdsBefore = openFdCount();
     const ends: unknown[] = [];
-    await q.watchArrivals({ onArrival: () => {}, onEnd: (error) => ends.push(error) });
+    const watching = q.watchArrivals({ onArrival: () => {}, onEnd: (error) => ends.push(error) });
+    // A second watch is refused, also while the first is still starting.
     await expect(q.watchArrivals({ onArrival: () => {}, onEnd: () => {} })).rejects.toThrow("already watched");
+    await watching;
     q.close();
     await Bun.sleep(20);
     expect(openFdCount()).toBe(fdsBefore - 1);

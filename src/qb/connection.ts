@@ -213,14 +213,11 @@ export class QbConnection {
   #budget: number;
 
   /**
-   * Handle what is ready, within the budget. True when the budget ran out,
-   * so more may be waiting after a yield; false when the requests ran out,
-   * flow control stopped them, or a pump is already running (re-entered
-   * from a response's completion).
+   * Handle what is ready, within the budget (only the run loop calls this).
+   * True when the budget ran out, so more may be waiting after a yield;
+   * false when the requests ran out or flow control stopped them.
    */
   #pump(): boolean {
-    if (this.#pumping) return false;
-    this.#pumping = true;
     // The batch's responses become visible together: a client waiting for
     // them wakes once per batch, not once per response (each wake-up is a
     // futex syscall here and a context switch there).
@@ -237,10 +234,8 @@ export class QbConnection {
       return false;
     } finally {
       this.#transport.releaseResponses();
-      this.#pumping = false;
     }
   }
-  #pumping = false;
 
   /** Settled when flow control reopens (or the connection closes), for a run loop waiting on it. */
   #reopen: PromiseWithResolvers<void> | undefined;

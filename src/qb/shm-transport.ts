@@ -70,7 +70,8 @@ export class ShmServerTransport implements ServerTransport {
       this.#setup.pauseArrivals();
       this.#paused = true;
     }
-    for (;;) {
+    // Bounded: a client that writes bytes faster than we read them must not keep us here.
+    for (let read = 0; read < 16; read++) {
       const n = this.#setup.tryReadInto(this.#bytes);
       if (n === 0) throw new PeerGoneError();
       if (n === undefined || n < this.#bytes.length) return;

@@ -184,6 +184,8 @@ export class UnixStream extends UnixSocket {
   }
 
   #arrivals: BunSocket | undefined;
+  /** Set from the start of watchArrivals (its socket comes later). */
+  #arrivalsWatched = false;
   #arrivalsRef = true;
   /** Set once onEnd ran, or once this side closed (its own close is not the peer's end). */
   #arrivalsEnded = false;
@@ -202,8 +204,11 @@ export class UnixStream extends UnixSocket {
    * and a callback per arrival.
    */
   async watchArrivals(handlers: ArrivalHandlers): Promise<void> {
-    if (this.#arrivals) throw new Error("this stream's arrivals are already watched");
+    if (this.#arrivalsWatched) {
+      throw Object.assign(new Error("this stream's arrivals are already watched"), { code: "ERR_INVALID_STATE" });
+    }
     const dup = check(this.native.qbn_dup(this.fd), "fcntl(F_DUPFD_CLOEXEC)");
+    this.#arrivalsWatched = true;
     this.#arrivalsEnded = false;
     const end = (error?: unknown) => {
       if (this.#arrivalsEnded) return;
@@ -224,6 +229,7 @@ export class UnixStream extends UnixSocket {
       } as unknown as Parameters<typeof Bun.connect>[0]);
     } catch (error) {
       this.native.qbn_close(dup);
+      this.#arrivalsWatched = false;
       throw error;
     }
     if (this.closed) {
