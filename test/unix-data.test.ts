@@ -237,6 +237,18 @@ describe("stream", () => {
     expect(outcome).toBe("still running");
   });
 
+  test("discardAvailable drops what is there without waiting, at most about its bound, and says null at end of stream", async () => {
+    const [a, b] = UnixStream.pair();
+    using _a = a;
+    expect(a.discardAvailable()).toBe(0); // nothing there: no wait
+    await b.write(new Uint8Array(10_000));
+    expect(a.discardAvailable(4096)).toBe(4096);
+    expect(a.discardAvailable()).toBe(10_000 - 4096);
+    expect(a.tryReadInto(new Uint8Array(8))).toBeUndefined();
+    b.close();
+    expect(a.discardAvailable()).toBeNull();
+  });
+
   test("readExactly fails with ECONNRESET when the stream ends early; readInto fills a caller buffer", async () => {
     const { q, ps } = await streamLink();
     using _q = q;

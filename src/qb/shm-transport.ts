@@ -13,6 +13,8 @@ import { PeerGoneError, removeConnectionFiles, type IncomingMessage, type Server
 const NOTIFY = new Uint8Array([0]);
 /** Requests handled without a wait after which notification bytes are read in bulk. */
 const DRAIN_EVERY = 32;
+/** Most notification bytes read at once (bounded: a flooding client must not keep us reading). */
+const DRAIN_BYTES = 4096;
 
 /** The server half of one SHM connection. */
 export class ShmServerTransport implements ServerTransport {
@@ -23,7 +25,6 @@ export class ShmServerTransport implements ServerTransport {
   readonly #event: Ring;
   readonly #setup: UnixStream;
   readonly #dir: string;
-  readonly #bytes = new Uint8Array(256);
   #closed = false;
 
   /** Create the three rings in `setup.dir` (request, response, event, in libqb's order). */
@@ -70,12 +71,7 @@ export class ShmServerTransport implements ServerTransport {
       this.#setup.pauseArrivals();
       this.#paused = true;
     }
-    // Bounded: a client that writes bytes faster than we read them must not keep us here.
-    for (let read = 0; read < 16; read++) {
-      const n = this.#setup.tryReadInto(this.#bytes);
-      if (n === 0) throw new PeerGoneError();
-      if (n === undefined || n < this.#bytes.length) return;
-    }
+    if (this.#setup.discardAvailable(DRAIN_BYTES) === null) throw new PeerGoneError();
   }
 
   // Notification bytes mean only "look at the ring". While we wait, Bun's
@@ -114,9 +110,9 @@ export class ShmServerTransport implements ServerTransport {
     if (this.#ended !== undefined) throw this.#ended;
     // A client that sent its next request while we worked left its byte
     // here: taking it directly skips a trip through the event loop.
-    const n = this.#setup.tryReadInto(this.#bytes);
-    if (n === 0) throw new PeerGoneError();
-    if (n !== undefined) return undefined;
+    const n = this.#setup.discardAvailable(DRAIN_BYTES);
+    if (n === null) throw new PeerGoneError();
+    if (n > 0) return undefined;
     if (this.#paused) {
       this.#paused = false;
       this.#setup.resumeArrivals();

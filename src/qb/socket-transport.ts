@@ -20,9 +20,6 @@ import {
 /** Lone requests up to this size are handed over as copies (see take()). */
 const COPY_BELOW = 4096;
 
-/** Where bytes a client writes on its setup stream go (reads are synchronous: one buffer serves all). */
-const droppedBytes = new Uint8Array(4096);
-
 /** A copied request needs no release. */
 const nothing = (): void => {};
 
@@ -123,11 +120,7 @@ export class SocketServerTransport implements ServerTransport {
     try {
       for (;;) {
         await setup.readable({ signal: this.#gone.signal });
-        for (let chunk = 0; chunk < 16; chunk++) {
-          const n = setup.tryReadInto(droppedBytes);
-          if (n === 0) throw new PeerGoneError();
-          if (n === undefined) break;
-        }
+        if (setup.discardAvailable() === null) throw new PeerGoneError();
       }
     } catch {}
     if (!this.#gone.signal.aborted) this.#gone.abort(new PeerGoneError());

@@ -21,6 +21,9 @@ export interface ArrivalHandlers {
 
 type BunSocket = Awaited<ReturnType<typeof Bun.connect>>;
 
+/** Where discardAvailable reads to (reads are synchronous: one buffer serves every stream). */
+const discarded = new Uint8Array(4096);
+
 /** Options for a stream read. */
 export interface ReadOptions {
   /** Most bytes to return (default 65536). */
@@ -152,6 +155,24 @@ export class UnixStream extends UnixSocket {
     if (rc === -11 /* EAGAIN */) return undefined;
     if (rc < 0) throw new QbunSystemError(-rc, "recv");
     return rc;
+  }
+
+  /**
+   * Drop what is there now, up to about `maxBytes`, without waiting (for
+   * bytes that carry no data, such as libqb's notification bytes): the count
+   * dropped (0 when nothing was there), or null at end of stream. Bounded,
+   * so a peer that writes faster than this reads cannot keep the caller in it.
+   */
+  discardAvailable(maxBytes = 65536): number | null {
+    let dropped = 0;
+    while (dropped < maxBytes) {
+      const n = this.tryReadInto(discarded);
+      if (n === 0) return null;
+      if (n === undefined) break;
+      dropped += n;
+      if (n < discarded.length) break; // drained
+    }
+    return dropped;
   }
 
   /** Read exactly `length` bytes; throws if the stream ends first. */
